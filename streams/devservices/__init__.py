@@ -1,0 +1,1 @@
+"""Local, embedded Kafka and ClickHouse for the demo and the tests (no Docker needed)."""

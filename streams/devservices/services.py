@@ -1,0 +1,365 @@
+"""`pdx dev`: a real Apache Kafka (KRaft) and a real ClickHouse server as local background processes.
+
+State lives under a state dir (default ``.pdx/``): ``state.json`` (ports), and per service a pid file, a
+log file and a data dir. Kafka's jars come from Maven Central via ``kafka-pom.xml`` and are cached under
+``~/.cache/pdx`` (``PDX_CACHE_DIR``), so only the first ``up`` on a machine pays for resolving them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from streams import settings
+from streams.devservices import procs
+from streams.devservices.progress import say, step
+from streams.errors import UserError
+
+SERVICES = ("kafka", "clickhouse")
+KAFKA_HEALTH_TIMEOUT_S = 90.0
+CLICKHOUSE_HEALTH_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Ports:
+    kafka: int
+    kafka_controller: int
+    clickhouse_http: int
+    clickhouse_tcp: int
+
+    @classmethod
+    def from_settings(cls, s: settings.Settings) -> Ports:
+        return cls(s.kafka_port, s.kafka_controller_port, s.clickhouse_http_port, s.clickhouse_tcp_port)
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(procs.free_port(), procs.free_port(), procs.free_port(), procs.free_port())
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point pdx at these ports."""
+        return {
+            settings.ENV_KAFKA_BOOTSTRAP: f"127.0.0.1:{self.kafka}",
+            settings.ENV_CLICKHOUSE_URL: f"http://127.0.0.1:{self.clickhouse_http}",
+            settings.ENV_KAFKA_PORT: str(self.kafka),
+            settings.ENV_KAFKA_CONTROLLER_PORT: str(self.kafka_controller),
+            settings.ENV_CLICKHOUSE_HTTP_PORT: str(self.clickhouse_http),
+            settings.ENV_CLICKHOUSE_TCP_PORT: str(self.clickhouse_tcp),
+        }
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PDX_CACHE_DIR", Path.home() / ".cache" / "pdx"))
+
+
+class DevStack:
+    """The local services under one state dir."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir.resolve()
+        self.state_file = self.state_dir / "state.json"
+
+    # ---- state ---------------------------------------------------------------------------------
+    def saved_ports(self) -> Ports | None:
+        try:
+            return Ports(**json.loads(self.state_file.read_text())["ports"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def save_ports(self, ports: Ports) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps({"ports": asdict(ports)}, indent=2) + "\n")
+
+    def ports(self) -> Ports:
+        return self.saved_ports() or Ports.from_settings(settings.load())
+
+    def service_dir(self, name: str) -> Path:
+        return self.state_dir / name
+
+    def pid_file(self, name: str) -> Path:
+        return self.service_dir(name) / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.service_dir(name) / f"{name}.log"
+
+    def running_pid(self, name: str) -> int | None:
+        return procs.read_pid(self.pid_file(name))
+
+    # ---- health --------------------------------------------------------------------------------
+    def health(self, name: str, ports: Ports | None = None) -> tuple[bool, str]:
+        ports = ports or self.ports()
+        if name == "kafka":
+            return kafka_health(f"127.0.0.1:{ports.kafka}")
+        return clickhouse_health(f"http://127.0.0.1:{ports.clickhouse_http}")
+
+    # ---- up / down -----------------------------------------------------------------------------
+    def up(self, names: tuple[str, ...], requested: Ports) -> Ports:
+        """Start the named services that are not running; return the ports in use."""
+        running = {n for n in SERVICES if self.running_pid(n) is not None}
+        saved = self.saved_ports()
+        # Services already running keep their ports; the others take the requested ones.
+        ports = requested
+        if saved and running:
+            ports = Ports(
+                kafka=saved.kafka if "kafka" in running else requested.kafka,
+                kafka_controller=saved.kafka_controller if "kafka" in running else requested.kafka_controller,
+                clickhouse_http=saved.clickhouse_http if "clickhouse" in running else requested.clickhouse_http,
+                clickhouse_tcp=saved.clickhouse_tcp if "clickhouse" in running else requested.clickhouse_tcp,
+            )
+        for name in names:
+            if name in running:
+                ok, detail = self.health(name, ports)
+                say(
+                    f"{name}: already running (pid {self.running_pid(name)}){'' if ok else ' but unhealthy: ' + detail}"
+                )
+                continue
+            if name == "kafka":
+                self._start_kafka(ports)
+            else:
+                self._start_clickhouse(ports)
+            self.save_ports(ports)
+        return ports
+
+    def down(self, names: tuple[str, ...]) -> list[str]:
+        stopped = []
+        for name in names:
+            if procs.stop(self.pid_file(name)):
+                stopped.append(name)
+        return stopped
+
+    # ---- kafka ---------------------------------------------------------------------------------
+    def _start_kafka(self, ports: Ports) -> None:
+        _check_ports("kafka", (ports.kafka, ports.kafka_controller))
+        java = find_java()
+        lib = ensure_kafka_jars()
+        home = self.service_dir("kafka")
+        data = home / "data"
+        home.mkdir(parents=True, exist_ok=True)
+        config = home / "server.properties"
+        config.write_text(_kafka_properties(ports, data))
+        log4j = home / "log4j2.properties"
+        log4j.write_text(_KAFKA_LOG4J)
+        classpath = f"{lib}/*"
+        jvm = [java, "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
+        if not (data / "meta.properties").exists():
+            cluster_id_file = home / "cluster_id"
+            if not cluster_id_file.exists():
+                cluster_id_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=") + "\n")
+            with step("Formatting Kafka storage (first start)"):
+                result = subprocess.run(
+                    [
+                        *jvm,
+                        "kafka.tools.StorageTool",
+                        "format",
+                        "-t",
+                        cluster_id_file.read_text().strip(),
+                        "-c",
+                        str(config),
+                        "--ignore-formatted",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+            if result.returncode != 0:
+                raise UserError(
+                    f"formatting Kafka storage in {data} failed:\n{(result.stdout + result.stderr)[-2000:]}"
+                )
+        log = self.log_file("kafka")
+        procs.spawn([*jvm, "kafka.Kafka", str(config)], cwd=home, log_file=log, pid_file=self.pid_file("kafka"))
+        with step(f"Starting Kafka {settings.KAFKA_VERSION} on 127.0.0.1:{ports.kafka}"):
+            self._wait_healthy("kafka", ports, KAFKA_HEALTH_TIMEOUT_S)
+
+    # ---- clickhouse ----------------------------------------------------------------------------
+    def _start_clickhouse(self, ports: Ports) -> None:
+        _check_ports("clickhouse", (ports.clickhouse_http, ports.clickhouse_tcp))
+        try:
+            import chdb  # type: ignore[import-not-found]  # noqa: F401
+        except ImportError:
+            raise UserError("the chdb-core package is missing: install pdx with `pip install -e .`") from None
+        home = self.service_dir("clickhouse")
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "config.xml").write_text(
+            "<clickhouse>\n"
+            "  <listen_host>127.0.0.1</listen_host>\n"
+            f"  <http_port>{ports.clickhouse_http}</http_port>\n"
+            f"  <tcp_port>{ports.clickhouse_tcp}</tcp_port>\n"
+            "</clickhouse>\n"
+        )
+        procs.spawn(
+            [sys.executable, "-m", "streams.devservices.chserver", "--data", str(home / "data")],
+            cwd=home,
+            log_file=self.log_file("clickhouse"),
+            pid_file=self.pid_file("clickhouse"),
+            env={"PYTHONPATH": str(settings.REPO_ROOT)},
+        )
+        with step(f"Starting ClickHouse (chdb engine) on 127.0.0.1:{ports.clickhouse_http}"):
+            self._wait_healthy("clickhouse", ports, CLICKHOUSE_HEALTH_TIMEOUT_S)
+
+    def _wait_healthy(self, name: str, ports: Ports, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        detail = ""
+        while time.monotonic() < deadline:
+            if self.running_pid(name) is None:
+                log = self.log_file(name)
+                raise UserError(f"{name} exited during start. Last lines of {log}:\n{procs.tail(log)}")
+            ok, detail = self.health(name, ports)
+            if ok:
+                return
+            time.sleep(0.3)
+        log = self.log_file(name)
+        procs.stop(self.pid_file(name))
+        raise UserError(
+            f"{name} was not healthy within {timeout:.0f}s ({detail}). Last lines of {log}:\n{procs.tail(log)}"
+        )
+
+
+def _check_ports(service: str, ports: tuple[int, ...]) -> None:
+    for port in ports:
+        if procs.port_in_use(port):
+            holder = procs.who_listens(port)
+            raise UserError(
+                f"cannot start {service}: port {port} is already in use"
+                + (f" by {holder}" if holder else "")
+                + ". Stop that process, or choose other ports (pdx dev up --free-ports, or the PDX_*_PORT variables)."
+            )
+
+
+def find_java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    java = str(Path(home) / "bin" / "java") if home and (Path(home) / "bin" / "java").exists() else shutil.which("java")
+    if not java:
+        raise UserError("java not found: Kafka needs a JDK 17+ (Debian: apt-get install openjdk-17-jdk-headless)")
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
+    match = re.search(r'version "(\d+)', out)
+    if match and int(match.group(1)) < 17:
+        raise UserError(
+            f"{java} is Java {match.group(1)}; Kafka {settings.KAFKA_VERSION} needs Java 17+ (set JAVA_HOME)"
+        )
+    return java
+
+
+def ensure_kafka_jars() -> Path:
+    """The directory holding Kafka's jars, resolved by Maven once and cached."""
+    target = cache_dir() / f"kafka-{settings.KAFKA_SCALA}-{settings.KAFKA_VERSION}"
+    lib = target / "lib"
+    if (target / ".complete").exists():
+        return lib
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise UserError("mvn not found: Maven resolves Kafka's jars from Maven Central (Debian: apt-get install maven)")
+    pom = Path(__file__).with_name("kafka-pom.xml")
+    staging = target / "lib.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    with step(f"Resolving Apache Kafka {settings.KAFKA_VERSION} jars from Maven Central (first time only)"):
+        result = subprocess.run(
+            [
+                mvn,
+                "-B",
+                "-q",
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                f"-Dkafka.version={settings.KAFKA_VERSION}",
+                f"-DoutputDirectory={staging}",
+                "-DincludeScope=runtime",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise UserError(
+            f"Maven could not resolve Kafka {settings.KAFKA_VERSION} (is Maven Central reachable?):\n"
+            + (result.stdout + result.stderr)[-2000:]
+        )
+    shutil.rmtree(lib, ignore_errors=True)
+    staging.rename(lib)
+    (target / ".complete").write_text(settings.KAFKA_VERSION + "\n")
+    return lib
+
+
+def _kafka_properties(ports: Ports, data: Path) -> str:
+    return f"""# written by pdx dev up; regenerated on every start
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{ports.kafka_controller}
+listeners=PLAINTEXT://127.0.0.1:{ports.kafka},CONTROLLER://127.0.0.1:{ports.kafka_controller}
+advertised.listeners=PLAINTEXT://127.0.0.1:{ports.kafka}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs={data}
+num.partitions=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.cleaner.min.compaction.lag.ms=0
+"""
+
+
+_KAFKA_LOG4J = """status = error
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.oak.name = org.apache.kafka
+logger.oak.level = warn
+logger.state.name = state.change.logger
+logger.state.level = warn
+"""
+
+
+def kafka_health(bootstrap: str, timeout_s: float = 3.0) -> tuple[bool, str]:
+    """A real metadata request: (healthy, detail)."""
+    import logging
+
+    from aiokafka import AIOKafkaClient  # type: ignore[import-untyped]
+
+    host, _, port = bootstrap.rpartition(":")
+    if not procs.port_open(int(port), host or "127.0.0.1"):
+        return False, f"nothing listens on {bootstrap}"
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # a failed probe is reported by us, once
+
+    async def probe() -> tuple[bool, str]:
+        client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+        try:
+            await asyncio.wait_for(client.bootstrap(), timeout_s)
+            brokers = client.cluster.brokers()
+            return (bool(brokers), f"{len(brokers)} broker(s), controller ok" if brokers else "no brokers in metadata")
+        except Exception as exc:  # noqa: BLE001 - any failure means unhealthy; the message is the detail
+            return False, f"metadata request failed: {type(exc).__name__}: {exc}".strip()
+        finally:
+            await client.close()
+
+    return asyncio.run(probe())
+
+
+def clickhouse_health(url: str, timeout_s: float = 3.0) -> tuple[bool, str]:
+    """`SELECT version()` over the HTTP interface: (healthy, detail)."""
+    query = urllib.parse.urlencode({"query": "SELECT version()"})
+    try:
+        with urllib.request.urlopen(f"{url}/?{query}", timeout=timeout_s) as resp:  # noqa: S310 - local URL
+            return True, f"ClickHouse {resp.read().decode().strip()}"
+    except Exception as exc:  # noqa: BLE001
+        return False, f"SELECT version() failed: {exc}"

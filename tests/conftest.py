@@ -1,0 +1,82 @@
+"""Session fixtures: the real services integration tests run against.
+
+`PDX_TEST_SERVICES=local` (default, what CI runs): `pdx dev` starts a real Kafka (KRaft) and a real
+ClickHouse server (chdb engine) on free ports in a temporary state dir, once per test run, started only when
+a test asks for them. `PDX_TEST_SERVICES=containers`: testcontainers' Kafka and ClickHouse images (needs
+Docker). Either way the fixtures export PDX_KAFKA_BOOTSTRAP / PDX_CLICKHOUSE_URL so code under test that
+reads streams.settings finds the services.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from streams import settings
+
+
+@dataclass
+class Services:
+    kafka_bootstrap: str
+    clickhouse_url: str
+    mode: str
+    stack: object | None = None  # streams.devservices.services.DevStack in local mode
+
+
+def _local(tmp: Path) -> Iterator[Services]:
+    from streams.devservices.services import DevStack, Ports
+
+    stack = DevStack(tmp / "state")
+    ports = Ports.free()
+    saved = {k: os.environ.get(k) for k in ports.env()}
+    try:
+        stack.up(("kafka", "clickhouse"), ports)
+        os.environ.update(ports.env())
+        yield Services(f"127.0.0.1:{ports.kafka}", f"http://127.0.0.1:{ports.clickhouse_http}", "local", stack)
+    finally:
+        stack.down(("kafka", "clickhouse"))
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _containers() -> Iterator[Services]:  # pragma: no cover - needs a Docker engine
+    from testcontainers.clickhouse import ClickHouseContainer  # type: ignore[import-untyped]
+    from testcontainers.kafka import KafkaContainer  # type: ignore[import-untyped]
+
+    with (
+        KafkaContainer(settings.KAFKA_IMAGE).with_kraft() as kafka,
+        ClickHouseContainer(settings.CLICKHOUSE_IMAGE) as ch,
+    ):
+        bootstrap = kafka.get_bootstrap_server()
+        url = f"http://{ch.get_container_host_ip()}:{ch.get_exposed_port(8123)}"
+        os.environ[settings.ENV_KAFKA_BOOTSTRAP] = bootstrap
+        os.environ[settings.ENV_CLICKHOUSE_URL] = url
+        yield Services(bootstrap, url, "containers")
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    mode = os.environ.get(settings.ENV_TEST_SERVICES, "local")
+    if mode == "local":
+        yield from _local(tmp_path_factory.mktemp("pdx-services"))
+    elif mode == "containers":
+        yield from _containers()
+    else:
+        raise pytest.UsageError(f"{settings.ENV_TEST_SERVICES}={mode!r}: use 'local' (default) or 'containers'")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(services: Services) -> str:
+    return services.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def clickhouse_url(services: Services) -> str:
+    return services.clickhouse_url
