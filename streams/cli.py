@@ -68,7 +68,7 @@ def _register_optional(sub: argparse._SubParsersAction, groups: dict[str, argpar
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name == module_name:
+            if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
                 continue  # feature not present in this build
             raise
         getattr(module, func_name)(groups[group] if group else sub)

@@ -155,15 +155,14 @@ class DevStack:
         if not (data / "meta.properties").exists():
             cluster_id_file = home / "cluster_id"
             if not cluster_id_file.exists():
-                cluster_id_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=") + "\n")
+                cluster_id_file.write_text(new_cluster_id() + "\n")
             with step("Formatting Kafka storage (first start)"):
                 result = subprocess.run(
                     [
                         *jvm,
                         "kafka.tools.StorageTool",
                         "format",
-                        "-t",
-                        cluster_id_file.read_text().strip(),
+                        f"--cluster-id={cluster_id_file.read_text().strip()}",
                         "-c",
                         str(config),
                         "--ignore-formatted",
@@ -234,6 +233,14 @@ def _check_ports(service: str, ports: tuple[int, ...]) -> None:
                 + (f" by {holder}" if holder else "")
                 + ". Stop that process, or choose other ports (pdx dev up --free-ports, or the PDX_*_PORT variables)."
             )
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id (base64url of a UUID), never starting with '-' (a CLI would read it as an option)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def find_java() -> str:

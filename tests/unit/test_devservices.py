@@ -60,3 +60,10 @@ def test_state_roundtrip_and_status_of_nothing(tmp_path: Path) -> None:
     assert stack.saved_ports() == ports
     assert stack.running_pid("kafka") is None
     assert stack.down(("kafka", "clickhouse")) == []
+
+
+def test_cluster_ids_never_look_like_options() -> None:
+    from streams.devservices.services import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(2000)]
+    assert all(not i.startswith("-") and len(i) == 22 for i in ids)
