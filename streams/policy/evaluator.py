@@ -1,0 +1,101 @@
+"""The decision function. Pure: same inputs → same decision (``now`` is an argument, not read from a clock).
+
+Combining: any matching deny → deny; else any step_up → step_up; else any allow → allow; else deny
+``no_matching_rule``. Rules of ``monitor`` policies are evaluated on every request and reported in
+``Decision.monitor`` as would-have outcomes; they never change the decision.
+
+Fail closed before any rule runs (engine built-ins, reported with ``policy``/``rule`` null):
+no bundle → ``no_policy_loaded``; no identity → ``unknown_identity``; status suspended / decommissioned →
+``identity_suspended`` / ``identity_decommissioned``; empty action or resource type → ``invalid_request``.
+``matched_rules`` lists the rules of the deciding effect only (lower tiers are not evaluated once a higher
+tier matched — that is what deny-overrides means, and it keeps the hot path short).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from time import perf_counter_ns
+
+from streams.inventory.models import Approval, Identity
+from streams.policy.compiler import EMPTY_TIERS, CompiledBundle, merge_obligations
+from streams.policy.model import AccessRequest, Decision, MonitorOutcome, Reason
+
+NO_POLICY = Reason("no_policy_loaded", "no policy bundle is loaded; failing closed")
+UNKNOWN_IDENTITY = Reason("unknown_identity", "the identity is not in the inventory; failing closed")
+SUSPENDED = Reason("identity_suspended", "the identity is suspended")
+DECOMMISSIONED = Reason("identity_decommissioned", "the identity is decommissioned")
+INVALID = Reason("invalid_request", "the request has no action or no resource type")
+NO_MATCH = Reason("no_matching_rule", "no rule allows this request (default deny)")
+_OUTCOMES = ("deny", "step_up", "allow")
+BUILTIN_CODES = ("no_policy_loaded", "unknown_identity", "identity_suspended", "identity_decommissioned",
+                 "invalid_request", "no_matching_rule")
+
+
+def _builtin_deny(request: AccessRequest, reason: Reason, version: str, now: datetime, t0: int) -> Decision:
+    return Decision(request.request_id, "deny", [reason], [], {}, [], version, now,
+                    (perf_counter_ns() - t0) // 1000, "")
+
+
+def evaluate(
+    bundle: CompiledBundle | None,
+    request: AccessRequest,
+    identity: Identity | None,
+    approvals: Sequence[Approval],
+    now: datetime,
+) -> Decision:
+    """Decide ``request``. Never raises for bad policy data; always returns a Decision (fail closed)."""
+    t0 = perf_counter_ns()
+    if now.tzinfo is not UTC:
+        now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+    if bundle is None:
+        return _builtin_deny(request, NO_POLICY, "", now, t0)
+    version = bundle.version
+    if identity is None:
+        return _builtin_deny(request, UNKNOWN_IDENTITY, version, now, t0)
+    status = identity.status
+    if status != "active":
+        return _builtin_deny(request, DECOMMISSIONED if status == "decommissioned" else SUSPENDED, version, now, t0)
+    action = request.action
+    rtype = request.resource.type
+    if not action or not rtype:
+        return _builtin_deny(request, INVALID, version, now, t0)
+    by_type = bundle._cache.get(action)
+    tiers = by_type.get(rtype) if by_type is not None else None
+    if tiers is None:
+        tiers = bundle.candidates(action, rtype)
+    if tiers is EMPTY_TIERS:
+        return Decision(request.request_id, "deny", [NO_MATCH], [], {}, [], version, now,
+                        (perf_counter_ns() - t0) // 1000, "")
+    # Python 3.11 try blocks cost nothing unless something is raised.
+    try:
+        env = [request, identity, approvals, now, None]  # see compiler.new_env
+        decide = tiers.decide
+        if decide is not None:
+            tier, winners = decide(env)
+        else:
+            tier, winners = 3, []
+        watch = tiers.watch
+        monitor: list[MonitorOutcome] = watch(env) if watch is not None else []
+        if tier != 3:
+            if len(winners) == 1:
+                first = winners[0]
+                reasons = [first.reason]
+                matched = [first.id]
+                obligations = merge_obligations(winners, env) if first.obligation_fns else {}
+            else:
+                reasons = [r.reason for r in winners]
+                matched = [r.id for r in winners]
+                obligations = {}
+                for r in winners:
+                    if r.obligation_fns:
+                        obligations = merge_obligations(winners, env)
+                        break
+            return Decision(request.request_id, _OUTCOMES[tier], reasons, matched, obligations, monitor, version,
+                            now, (perf_counter_ns() - t0) // 1000, "")
+        return Decision(request.request_id, "deny", [NO_MATCH], [], {}, monitor, version, now,
+                        (perf_counter_ns() - t0) // 1000, "")
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+        # Malformed request data built in code (e.g. a naive datetime) must not crash a worker: fail closed.
+        reason = Reason("invalid_request", f"the request could not be evaluated: {type(exc).__name__}: {exc}")
+        return _builtin_deny(request, reason, version, now, t0)

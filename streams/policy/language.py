@@ -1,0 +1,156 @@
+"""The vocabulary of the policy language: readable attributes, their types, operators and durations.
+
+One table (``ATTRIBUTES``) drives validation (unknown attribute, operator not valid for the type, operand of the
+wrong type), the compiler (how to read the value) and the docs in ``policies/README`` style error messages.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from streams.inventory.models import IDENTITY_KINDS, IDENTITY_STATUSES, RISK_TIERS
+from streams.policy.model import SENSITIVITIES
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+EFFECTS = ("deny", "step_up", "allow")  # in precedence order: deny overrides step_up overrides allow
+MODES = ("enforce", "monitor")
+OBLIGATIONS = ("expires_at", "require_approval", "audit_review")
+
+# Attribute types.
+STR = "string"
+ENUM = "enum"
+SET = "set"
+NUMBER = "number"
+BOOL = "boolean"
+IP = "ip address"
+TIME = "timestamp"
+
+
+@dataclass(frozen=True, slots=True)
+class AttrSpec:
+    """What a condition may read: its type, enum values (ordered when ``ordered``), unit, and whether derived."""
+
+    path: str
+    type: str
+    values: tuple[str, ...] = ()
+    ordered: bool = False
+    unit: str | None = None  # "s" or "d" for numbers that accept durations
+    derived: bool = False
+    doc: str = ""
+
+
+def _a(path: str, type_: str, **kw: object) -> tuple[str, AttrSpec]:
+    return path, AttrSpec(path, type_, **kw)  # type: ignore[arg-type]
+
+
+ATTRIBUTES: dict[str, AttrSpec] = dict(
+    [
+        _a("action", STR, doc="the requested action, e.g. db:connect"),
+        _a("identity.id", STR),
+        _a("identity.kind", ENUM, values=IDENTITY_KINDS),
+        _a("identity.owner", STR),
+        _a("identity.status", ENUM, values=IDENTITY_STATUSES),
+        _a("identity.environments", SET),
+        _a("identity.scopes", SET),
+        _a("identity.tags", SET),
+        _a("identity.approved_repositories", SET),
+        _a("identity.risk_tier", ENUM, values=RISK_TIERS, ordered=True),
+        _a("identity.credentials", SET, doc="types of the identity's active credentials"),
+        _a("identity.credential_age_days", NUMBER, unit="d", derived=True, doc="age of the oldest active credential"),
+        _a("resource.id", STR),
+        _a("resource.type", STR),
+        _a("resource.environment", STR),
+        _a("resource.sensitivity", ENUM, values=SENSITIVITIES, ordered=True),
+        _a("resource.repository", STR),
+        _a("resource.owner", STR),
+        _a("context.source_ip", IP),
+        _a("context.token_issued_at", TIME),
+        _a("context.requested_ttl_s", NUMBER, unit="s"),
+        _a("context.approval_id", STR),
+        _a("context.change_ticket", STR),
+        _a("context.tool", STR),
+        _a("context.on_behalf_of", SET, doc="delegation chain, outermost principal first"),
+        _a("context.token_age_s", NUMBER, unit="s", derived=True, doc="now - context.token_issued_at"),
+        _a("context.approval_valid", BOOL, derived=True, doc="a matching, unexpired, unrevoked approval exists"),
+        _a("now.hour", NUMBER, derived=True, doc="0-23 in the rule's timezone"),
+        _a("now.minute", NUMBER, derived=True, doc="0-59 in the rule's timezone"),
+        _a("now.weekday", ENUM, values=WEEKDAYS, derived=True, doc="mon..sun in the rule's timezone"),
+    ]
+)
+
+#: ``<prefix><name>`` reads a free string attribute, e.g. ``resource.attributes.team``.
+FREE_ATTRIBUTE_PREFIXES = ("identity.attributes.", "resource.attributes.", "context.attributes.")
+
+
+def lookup_attribute(path: str) -> AttrSpec | None:
+    spec = ATTRIBUTES.get(path)
+    if spec is not None:
+        return spec
+    for prefix in FREE_ATTRIBUTE_PREFIXES:
+        if path.startswith(prefix) and len(path) > len(prefix):
+            return AttrSpec(path, STR)
+    return None
+
+
+#: Operators and the attribute types they apply to.
+OPERATORS: dict[str, tuple[str, ...]] = {
+    "equals": (STR, ENUM, NUMBER, BOOL, IP),
+    "not_equals": (STR, ENUM, NUMBER, BOOL, IP),
+    "in": (STR, ENUM, NUMBER),
+    "not_in": (STR, ENUM, NUMBER),
+    "contains": (SET,),
+    "not_contains": (SET,),
+    "contains_any": (SET,),
+    "contains_all": (SET,),
+    "gt": (NUMBER, ENUM),
+    "gte": (NUMBER, ENUM),
+    "lt": (NUMBER, ENUM),
+    "lte": (NUMBER, ENUM),
+    "in_cidr": (IP,),
+    "not_in_cidr": (IP,),
+    "glob": (STR, ENUM),
+    "not_glob": (STR, ENUM),
+    "exists": (STR, ENUM, SET, NUMBER, BOOL, IP, TIME),
+    "missing": (STR, ENUM, SET, NUMBER, BOOL, IP, TIME),
+}
+#: Keys of a condition mapping that are not attribute paths.
+COMBINATORS = ("all", "any", "not", "within")
+
+_DURATION_RE = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*w)?\s*(?:(\d+(?:\.\d+)?)\s*d)?\s*(?:(\d+(?:\.\d+)?)\s*h)?"
+                          r"\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$")
+_UNIT_SECONDS = {"s": 1.0, "d": 86400.0}
+
+
+def parse_duration_s(text: str) -> float:
+    """``90d``, ``1h30m``, ``15m``, ``45s``, ``2w`` → seconds. Raises ValueError with an example on bad input."""
+    m = _DURATION_RE.match(text) if isinstance(text, str) else None
+    if not m or not any(m.groups()):
+        raise ValueError(f"{text!r} is not a duration (use e.g. 90d, 12h, 15m, 30s, 1h30m)")
+    w, d, h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+    return w * 604800 + d * 86400 + h * 3600 + mi * 60 + s
+
+
+def to_unit(value: float, unit: str) -> float:
+    """Seconds → the attribute's unit."""
+    return value / _UNIT_SECONDS[unit]
+
+
+def is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def type_of_literal(v: object) -> str:
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "list"
+    if isinstance(v, dict):
+        return "mapping"
+    if v is None:
+        return "null"
+    return type(v).__name__

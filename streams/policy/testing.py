@@ -1,0 +1,242 @@
+"""``pdx policy test``: run the expected-decision cases in ``policies/tests/*.yaml``.
+
+A test file::
+
+    now: "2025-06-03T10:00:00Z"          # default for every case (optional)
+    identities:                          # named fixtures (optional)
+      reporting-agent: {id: agent-7, kind: agent, tags: [production]}
+    cases:
+      - name: tagged agent gets a time-bounded allow
+        identity: reporting-agent        # a fixture name, an inline identity, {base: name, ...overrides}, or null
+        request: {action: "db:connect"}  # AccessRequest fields; identity_id/occurred_at/request_id default
+        resource: {id: orders, type: database, environment: production}
+        context: {requested_ttl_s: 1800}
+        approvals: []                     # Approval mappings (optional)
+        now: "2025-06-03T10:00:00Z"      # optional per case
+        expect:
+          decision: allow                 # required
+          reasons: [agent_production_time_bounded]   # reason codes, compared as a set (optional)
+          matched_rules: [...]            # compared as a set (optional)
+          obligations: {expires_at: "2025-06-03T10:30:00Z"}  # each given key must equal (optional)
+          monitor: [rule-id, ...]         # monitor rules that matched, as a set (optional)
+
+A request file for ``pdx policy explain`` has the same keys as one case (``expect`` ignored).
+Coverage: a rule is exercised when it is among a case's deciding rules or monitor outcomes.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from streams.inventory.models import Approval, Identity, parse_timestamp
+from streams.policy.compiler import CompiledBundle
+from streams.policy.evaluator import evaluate
+from streams.policy.loader import PolicySet, PolicyValidationError, Problem, read_yaml_file
+from streams.policy.model import AccessRequest, Decision
+
+CASE_KEYS = {"name", "description", "identity", "request", "resource", "context", "approvals", "now", "expect"}
+EXPECT_KEYS = {"decision", "reasons", "matched_rules", "obligations", "monitor"}
+
+
+class CaseError(ValueError):
+    """A test case or request file is malformed (message names the case and field)."""
+
+
+@dataclass
+class RequestCase:
+    request: AccessRequest
+    identity: Identity | None
+    approvals: list[Approval]
+    now: datetime
+
+
+def _plain(v: Any) -> Any:
+    """LineDicts → dicts (so copies and merges behave like plain data)."""
+    if isinstance(v, Mapping):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    return v
+
+
+def build_request_case(case: Mapping[str, Any], fixtures: Mapping[str, Any] | None = None,
+                       default_now: Any = None, name: str = "request") -> RequestCase:
+    """Turn a case / request-file mapping into evaluate() arguments. Raises CaseError on bad input."""
+    fixtures = fixtures or {}
+    try:
+        now_raw = case.get("now", default_now)
+        if now_raw is None:
+            raise CaseError(f"{name}: 'now' is required (the evaluation time, e.g. 2025-06-03T10:00:00Z)")
+        now = parse_timestamp(now_raw, f"{name}: now")
+        ident_node = case.get("identity")
+        identity: Identity | None
+        if ident_node is None:
+            identity = None
+        elif isinstance(ident_node, str):
+            if ident_node not in fixtures:
+                raise CaseError(f"{name}: identity {ident_node!r} is not a fixture in this file "
+                                f"(known: {', '.join(sorted(fixtures)) or 'none'})")
+            identity = Identity.from_dict(_plain(fixtures[ident_node]))
+        elif isinstance(ident_node, Mapping):
+            data = _plain(ident_node)
+            base = data.pop("base", None)
+            if base is not None:
+                if base not in fixtures:
+                    raise CaseError(f"{name}: identity base {base!r} is not a fixture in this file")
+                merged = copy.deepcopy(_plain(fixtures[base]))
+                merged.update(data)
+                data = merged
+            identity = Identity.from_dict(data)
+        else:
+            raise CaseError(f"{name}: identity must be a fixture name, a mapping or null")
+        req = _plain(case.get("request") or {})
+        if not isinstance(req, dict):
+            raise CaseError(f"{name}: request must be a mapping")
+        if "resource" in case:
+            req["resource"] = _plain(case["resource"])
+        if "context" in case:
+            req["context"] = _plain(case["context"])
+        req.setdefault("identity_id", identity.id if identity is not None else "unknown-identity")
+        req.setdefault("occurred_at", now)
+        req.setdefault("request_id", name)
+        if "resource" not in req:
+            raise CaseError(f"{name}: resource is required ({{id, type, ...}})")
+        request = AccessRequest.from_dict(req)
+        approvals_node = case.get("approvals") or []
+        if not isinstance(approvals_node, list):
+            raise CaseError(f"{name}: approvals must be a list")
+        approvals = [Approval.from_dict(_plain(a)) for a in approvals_node]
+    except CaseError:
+        raise
+    except ValueError as exc:
+        raise CaseError(f"{name}: {exc}") from None
+    return RequestCase(request, identity, approvals, now)
+
+
+@dataclass
+class CaseResult:
+    file: str
+    name: str
+    passed: bool
+    decision: Decision | None
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TestReport:
+    results: list[CaseResult]
+    rule_ids: list[str]
+    exercised: dict[str, int]
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems and bool(self.results) and all(r.passed for r in self.results)
+
+    @property
+    def uncovered(self) -> list[str]:
+        return [r for r in self.rule_ids if not self.exercised.get(r)]
+
+    @property
+    def coverage(self) -> float:
+        if not self.rule_ids:
+            return 1.0
+        return 1.0 - len(self.uncovered) / len(self.rule_ids)
+
+
+def _check(expect: Mapping[str, Any], d: Decision) -> list[str]:
+    fails: list[str] = []
+    if d.decision != expect.get("decision"):
+        fails.append(f"decision: expected {expect.get('decision')}, got {d.decision} "
+                     f"(reasons {', '.join(d.reason_codes)})")
+    if "reasons" in expect and set(expect["reasons"] or []) != set(d.reason_codes):
+        fails.append(f"reasons: expected {sorted(expect['reasons'] or [])}, got {sorted(d.reason_codes)}")
+    if "matched_rules" in expect and set(expect["matched_rules"] or []) != set(d.matched_rules):
+        fails.append(f"matched_rules: expected {sorted(expect['matched_rules'] or [])}, got {sorted(d.matched_rules)}")
+    if "obligations" in expect:
+        want = expect["obligations"] or {}
+        if not want and d.obligations:
+            fails.append(f"obligations: expected none, got {d.obligations}")
+        for k, v in want.items():
+            got = d.obligations.get(k)
+            if isinstance(v, bool):
+                v = "true" if v else "false"
+            if got != str(v):
+                fails.append(f"obligation {k}: expected {v!r}, got {got!r}")
+    if "monitor" in expect:
+        got_m = {m.rule for m in d.monitor}
+        if set(expect["monitor"] or []) != got_m:
+            fails.append(f"monitor: expected {sorted(expect['monitor'] or [])}, got {sorted(got_m)}")
+    return fails
+
+
+def run_test_file(path: Path, bundle: CompiledBundle,
+                  exercised: dict[str, int]) -> tuple[list[CaseResult], list[Problem]]:
+    try:
+        doc = read_yaml_file(path)
+    except PolicyValidationError as exc:
+        return [], exc.problems
+    file = str(path)
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("cases"), list):
+        return [], [Problem(file, None, None, "a test file needs a 'cases' list")]
+    fixtures = doc.get("identities") or {}
+    results: list[CaseResult] = []
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for i, case in enumerate(doc["cases"], 1):
+        line = getattr(case, "line", None)
+        name = case.get("name") if isinstance(case, Mapping) else None
+        name = name if isinstance(name, str) and name else f"case {i}"
+        if name in seen:
+            problems.append(Problem(file, line, None, f"duplicate case name {name!r}"))
+        seen.add(name)
+        if not isinstance(case, Mapping):
+            problems.append(Problem(file, line, None, f"{name}: a case must be a mapping"))
+            continue
+        unknown = set(case) - CASE_KEYS
+        expect = case.get("expect")
+        if unknown:
+            problems.append(Problem(file, line, None, f"{name}: unknown keys {sorted(unknown)}"))
+            continue
+        if not isinstance(expect, Mapping) or expect.get("decision") not in ("allow", "deny", "step_up"):
+            problems.append(Problem(file, line, None, f"{name}: expect.decision (allow | deny | step_up) is required"))
+            continue
+        if set(expect) - EXPECT_KEYS:
+            unknown_expect = sorted(set(expect) - EXPECT_KEYS)
+            problems.append(Problem(file, line, None, f"{name}: unknown expect keys {unknown_expect}"))
+            continue
+        try:
+            rc = build_request_case(case, fixtures, doc.get("now"), name)
+        except CaseError as exc:
+            problems.append(Problem(file, line, None, str(exc)))
+            continue
+        d = evaluate(bundle, rc.request, rc.identity, rc.approvals, rc.now)
+        for rid in d.matched_rules:
+            exercised[rid] = exercised.get(rid, 0) + 1
+        for m in d.monitor:
+            exercised[m.rule] = exercised.get(m.rule, 0) + 1
+        fails = _check(expect, d)
+        results.append(CaseResult(file, name, not fails, d, fails))
+    return results, problems
+
+
+def run_policy_tests(policy_set: PolicySet, tests_dir: str | Path) -> TestReport:
+    """Run every ``tests_dir/*.yaml`` case against ``policy_set``."""
+    bundle = policy_set.compile()
+    exercised: dict[str, int] = {}
+    results: list[CaseResult] = []
+    problems: list[Problem] = []
+    root = Path(tests_dir)
+    files = sorted([*root.glob("*.yaml"), *root.glob("*.yml")]) if root.is_dir() else []
+    if not files:
+        problems.append(Problem(str(root), None, None, "no test files (*.yaml) found"))
+    for f in files:
+        r, p = run_test_file(f, bundle, exercised)
+        results.extend(r)
+        problems.extend(p)
+    return TestReport(results, policy_set.rule_ids(), exercised, problems)

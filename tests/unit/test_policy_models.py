@@ -1,0 +1,54 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from streams.policy import AccessRequest, Decision, MonitorOutcome, Reason
+
+NOW = datetime(2025, 6, 3, 10, 0, tzinfo=UTC)
+
+
+def test_access_request_round_trip_with_contract_keys():
+    req = AccessRequest.from_dict({
+        "request_id": "r1", "occurred_at": "2025-06-03T10:00:00Z", "identity_id": "agent-1",
+        "on_behalf_of": ["alice"], "action": "db:connect",
+        "resource": {"id": "db", "type": "database", "environment": "production", "sensitivity": "restricted"},
+        "context": {"source_ip": "10.0.0.1", "token_issued_at": "2025-06-03T09:59:00Z", "requested_ttl_s": 60},
+        "reply_to": "pdx.decisions", "reply_partition": 3,
+    })
+    d = req.to_dict()
+    assert list(d) == ["request_id", "occurred_at", "identity_id", "on_behalf_of", "action", "resource", "context",
+                       "reply_to", "reply_partition", "deadline"]
+    assert list(d["resource"]) == ["id", "type", "environment", "sensitivity", "repository", "owner", "attributes"]
+    assert list(d["context"]) == ["source_ip", "token_issued_at", "requested_ttl_s", "approval_id",
+                                  "change_ticket", "tool", "attributes"]
+    assert d["occurred_at"] == NOW
+    assert AccessRequest.from_dict(d) == req
+
+
+@pytest.mark.parametrize("patch,needle", [
+    ({"resource": {"id": "x", "type": "db", "sensitivity": "secret"}}, "sensitivity"),
+    ({"context": {"requested_ttl_s": "1h"}}, "requested_ttl_s"),
+    ({"action": None}, "action"),
+    ({"occurred_at": "now"}, "occurred_at"),
+])
+def test_access_request_rejects_bad_values(patch, needle):
+    base = {"occurred_at": NOW, "identity_id": "a", "action": "x:y", "resource": {"id": "r", "type": "t"}}
+    base.update(patch)
+    with pytest.raises(ValueError, match=needle):
+        AccessRequest.from_dict(base)
+
+
+def test_decision_round_trip():
+    d = Decision("r1", "step_up", [Reason("approval_required", "ask", "p", "r")], ["r"],
+                 {"require_approval": "a,b"}, [MonitorOutcome("m", "mr", "deny", "x")], "v1", NOW, 7, "w1")
+    out = d.to_dict()
+    assert list(out) == ["request_id", "decision", "reasons", "matched_rules", "obligations", "monitor",
+                         "bundle_version", "evaluated_at", "eval_us", "worker_id"]
+    assert list(out["reasons"][0]) == ["code", "message", "policy", "rule"]
+    assert list(out["monitor"][0]) == ["policy", "rule", "effect", "reason_code"]
+    assert Decision.from_dict(out) == d
+
+
+def test_decision_rejects_unknown_outcome():
+    with pytest.raises(ValueError, match="decision"):
+        Decision.from_dict({"request_id": "r", "decision": "maybe", "evaluated_at": NOW})
