@@ -132,7 +132,12 @@ class DevStack:
         return ports
 
     def down(self, names: tuple[str, ...]) -> list[str]:
+        """Stop the named services; stopping Kafka also stops the pdx workers started from this state dir."""
         stopped = []
+        if "kafka" in names:
+            for pid_file in sorted((self.state_dir / "workers").glob("*.pid")):
+                if procs.stop(pid_file, timeout=30):
+                    stopped.append(f"worker {pid_file.stem}")
         for name in names:
             if procs.stop(self.pid_file(name)):
                 stopped.append(name)

@@ -1,0 +1,90 @@
+"""The faust-streaming app: topics, agents and state, wired in one place.
+
+* ``decide`` (streams/decide.py) — a faust agent on ``pdx.requests`` (keyed by identity id); workers in the
+  consumer group share its partitions.
+* ``state`` — inventory, approvals and the current compiled policy bundle, kept as a full live replica in
+  every worker by reading the compacted ``pdx.inventory``, ``pdx.approvals`` and ``pdx.policies`` topics
+  (streams/replica.py explains why a replica rather than co-partitioned faust Tables).
+* ``audit_sink`` (streams/sink.py) — ``pdx.audit`` → ClickHouse, committing only after ClickHouse acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from typing import Any
+
+import faust
+
+from streams import settings
+from streams.replica import CompactedReplica
+from streams.state import WorkerState
+
+_s = settings.load()
+
+#: Identifies this worker in decisions and audit records.
+WORKER_ID = os.environ.get(settings.ENV_WORKER_ID) or f"{socket.gethostname()}-{os.getpid()}"
+
+app = faust.App(
+    _s.app_id,
+    broker=f"kafka://{_s.kafka_bootstrap}",
+    store="memory://",
+    web_enabled=False,
+    # Everything on the wire is Avro single-object encoded bytes; tables recover their changelogs raw too.
+    key_serializer="raw",
+    value_serializer="raw",
+    topic_partitions=_s.request_partitions,
+    topic_replication_factor=1,
+    topic_allow_declare=True,
+    consumer_auto_offset_reset="earliest",
+    producer_linger_ms=1,
+    broker_commit_every=1000,
+    broker_commit_interval=1.0,
+    stream_wait_empty=False,
+    table_standby_replicas=0,
+    # Recovery of the memory tables replays their changelogs at start; keep startup quick.
+    stream_recovery_delay=0.0,
+)
+
+
+def _raw_topic(name: str, **kw: Any) -> faust.TopicT:
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", **kw)
+
+
+requests_topic = _raw_topic(settings.TOPIC_REQUESTS, partitions=_s.request_partitions)
+audit_topic = _raw_topic(settings.TOPIC_AUDIT)
+dlq_topic = _raw_topic(settings.TOPIC_DLQ)
+
+#: Inventory, approvals and the policy bundle: a full live replica in every worker (see streams/replica.py).
+state = WorkerState()
+_replicas = [
+    CompactedReplica(_s.kafka_bootstrap, settings.TOPIC_INVENTORY, state.apply_identity, f"pdx-inv-{WORKER_ID}"),
+    CompactedReplica(_s.kafka_bootstrap, settings.TOPIC_APPROVALS, state.apply_approval, f"pdx-apr-{WORKER_ID}"),
+    CompactedReplica(_s.kafka_bootstrap, settings.TOPIC_POLICIES, state.apply_bundle, f"pdx-pol-{WORKER_ID}"),
+]
+
+
+@app.task
+async def run_replicas() -> None:
+    await asyncio.gather(*(r.run() for r in _replicas))
+
+
+async def wait_state_loaded() -> None:
+    """Decisions wait until every replica has read its topic up to the end offsets seen at start."""
+    await asyncio.gather(*(r.ready.wait() for r in _replicas))
+
+
+_reply_topics: dict[str, faust.TopicT] = {}
+
+
+def reply_topic(name: str) -> faust.TopicT:
+    """A cached topic object for a request's reply_to (services may use their own reply topics)."""
+    topic = _reply_topics.get(name)
+    if topic is None:
+        topic = _reply_topics[name] = _raw_topic(name)
+    return topic
+
+
+# Agents register themselves on import (they import the topics and tables above, so this comes last).
+from streams import decide, sink  # noqa: E402,F401

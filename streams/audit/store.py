@@ -1,0 +1,339 @@
+"""ClickHouse access for the audit trail: client factory, AuditRecord → row mapping and the batch writer.
+
+The audit sink agent calls :class:`AuditWriter`::
+
+    writer = AuditWriter(connect())          # or AuditWriter(url="http://...", database="pdx")
+    writer.insert(records)                   # list of AuditRecord dicts (docs/contracts.md); raises on failure
+
+``insert`` raises :class:`AuditRecordError` (a ``ValueError``) *before anything is sent* when a record cannot be
+mapped (the sink can dead-letter it), and :class:`AuditWriteError` when ClickHouse did not acknowledge the batch
+(the sink retries the same batch and must not commit offsets). Retrying is safe: every batch carries an insert
+deduplication token derived from its request ids, and the table collapses rows by request_id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from streams import settings
+from streams.errors import UserError
+
+try:  # clickhouse-connect is a runtime dependency; imported lazily-typed so mypy stays happy without stubs
+    import clickhouse_connect
+    from clickhouse_connect.driver.client import Client
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+except ImportError:  # pragma: no cover - dependency missing
+    clickhouse_connect = None  # type: ignore[assignment]
+    Client = Any  # type: ignore[misc,assignment]
+    ClickHouseError = Exception  # type: ignore[misc,assignment]
+
+try:  # orjson is ~10x faster than json for the request/identity snapshots (the sink's hot path)
+    import orjson
+except ImportError:  # pragma: no cover - optional speed-up
+    orjson = None  # type: ignore[assignment,unused-ignore]
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+#: Columns written by the sink, in the order :func:`audit_row` returns them (see sql/001_audit_table.sql).
+COLUMNS: tuple[str, ...] = (
+    "request_id",
+    "occurred_at",
+    "received_at",
+    "decided_at",
+    "evaluated_at",
+    "identity_id",
+    "identity_known",
+    "identity_kind",
+    "identity_status",
+    "identity_owner",
+    "identity_risk_tier",
+    "identity_tags",
+    "credential_age_days",
+    "on_behalf_of",
+    "action",
+    "resource_id",
+    "resource_type",
+    "resource_environment",
+    "resource_sensitivity",
+    "source_ip",
+    "decision",
+    "reason_codes",
+    "reasons",
+    "matched_rules",
+    "obligations",
+    "monitor",
+    "bundle_version",
+    "eval_us",
+    "worker_id",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "request_json",
+    "identity_json",
+)
+
+
+class AuditRecordError(ValueError):
+    """One AuditRecord cannot be mapped to a row (missing/invalid field). Carries the request id if known."""
+
+    def __init__(self, message: str, request_id: str | None = None, index: int | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+        self.index = index
+
+
+class AuditWriteError(RuntimeError):
+    """ClickHouse did not acknowledge a batch; nothing may be assumed written. Retry the same batch."""
+
+
+def check_identifier(name: str, what: str = "identifier") -> str:
+    """Database/table names are spliced into SQL text (they cannot be bound), so they must be plain identifiers."""
+    if not isinstance(name, str) or not _IDENT.match(name):
+        raise UserError(f"invalid ClickHouse {what} {name!r}: use letters, digits and underscores only")
+    return name
+
+
+def unreachable(url: str) -> UserError:
+    return UserError(
+        f"cannot reach ClickHouse at {url}: start it with `pdx dev up clickhouse` or set {settings.ENV_CLICKHOUSE_URL}"
+    )
+
+
+def connect(url: str | None = None, *, database: str | None = None, **kwargs: Any) -> Client:
+    """A clickhouse-connect client for ``url`` (default: settings' PDX_CLICKHOUSE_URL / dev port).
+
+    URL form: ``http[s]://[user[:password]@]host[:port][/database]``. Raises :class:`UserError` if the server
+    cannot be reached.
+    """
+    if clickhouse_connect is None:  # pragma: no cover
+        raise UserError("clickhouse-connect is not installed: pip install clickhouse-connect")
+    url = url or settings.load().clickhouse_url
+    parsed = urlparse(url if "://" in url else f"http://{url}")
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise UserError(f"invalid ClickHouse URL {url!r}: expected http://host:port")
+    opts: dict[str, Any] = {
+        "host": parsed.hostname,
+        "port": parsed.port or (8443 if parsed.scheme == "https" else 8123),
+        "secure": parsed.scheme == "https",
+        "username": unquote(parsed.username) if parsed.username else "default",
+        "password": unquote(parsed.password) if parsed.password else "",
+        "connect_timeout": 5,
+        "send_receive_timeout": 300,
+        "compress": False,
+        "autogenerate_session_id": False,
+    }
+    path_db = parsed.path.strip("/")
+    if database or path_db:
+        opts["database"] = database or path_db
+    opts.update(kwargs)
+    try:
+        return clickhouse_connect.get_client(**opts)
+    except ClickHouseError as exc:
+        if "Database" in str(exc) and "does not exist" in str(exc):
+            raise UserError(
+                f"ClickHouse database {opts.get('database')!r} does not exist: run `pdx audit migrate`"
+            ) from exc
+        raise unreachable(url) from exc
+    except OSError as exc:  # pragma: no cover - depends on the network stack
+        raise unreachable(url) from exc
+
+
+# ---- AuditRecord -> row --------------------------------------------------------------------------------------
+
+
+def to_utc(value: Any, field: str) -> datetime:
+    """Aware UTC datetime from a datetime (naive = UTC) or an ISO-8601 string."""
+    if value.__class__ is datetime and value.tzinfo is UTC:
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{field}: not an ISO-8601 timestamp: {value!r}") from None
+        return to_utc(parsed, field)
+    raise ValueError(f"{field}: expected a timezone-aware datetime, got {type(value).__name__}")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return to_utc(value, "json").isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON with datetimes as ISO-8601 UTC strings (what request_json / identity_json hold)."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(obj, default=_json_default).decode()
+        except TypeError:
+            pass  # e.g. non-string map keys: fall back to the stdlib encoder below
+    return json.dumps(obj, default=_json_default, separators=(",", ":"), ensure_ascii=False)
+
+
+def credential_age_days(identity: Mapping[str, Any] | None, at: datetime) -> float | None:
+    """Age in days at ``at`` of the oldest *active* credential (age counts from rotated_at, else created_at)."""
+    if not identity:
+        return None
+    oldest: datetime | None = None
+    for cred in identity.get("credentials") or ():
+        if cred.get("status", "active") != "active":
+            continue
+        since = cred.get("rotated_at") or cred.get("created_at")
+        if since is None:
+            continue
+        ts = to_utc(since, "credential.created_at")
+        if oldest is None or ts < oldest:
+            oldest = ts
+    if oldest is None:
+        return None
+    return max((at - oldest).total_seconds(), 0.0) / 86400.0
+
+
+def audit_row(record: Mapping[str, Any]) -> list[Any]:
+    """Map one AuditRecord dict (docs/contracts.md) to the audit table's columns, in :data:`COLUMNS` order.
+
+    Raises :class:`AuditRecordError` naming the request id and the field when the record is malformed.
+    """
+    request_id: str | None = None
+    try:
+        request = record["request"]
+        decision = record["decision"]
+        request_id = str(request["request_id"])
+        identity = record.get("identity")
+        resource = request.get("resource") or {}
+        context = request.get("context") or {}
+        decided_at = to_utc(record["decided_at"], "decided_at")
+        evaluated = decision.get("evaluated_at")
+        reasons = decision.get("reasons") or []
+        outcome = str(decision["decision"])
+        if outcome not in ("allow", "deny", "step_up"):
+            raise ValueError(f"decision.decision: unknown outcome {outcome!r}")
+        return [
+            request_id,
+            to_utc(request["occurred_at"], "request.occurred_at"),
+            to_utc(record.get("received_at") or decided_at, "received_at"),
+            decided_at,
+            to_utc(evaluated, "decision.evaluated_at") if evaluated is not None else decided_at,
+            str(request["identity_id"]),
+            identity is not None,
+            str(identity.get("kind") or "") if identity else "",
+            str(identity.get("status") or "") if identity else "",
+            str(identity.get("owner") or "") if identity else "",
+            str(identity.get("risk_tier") or "") if identity else "",
+            [str(t) for t in (identity.get("tags") or ())] if identity else [],
+            credential_age_days(identity, decided_at),
+            [str(p) for p in request.get("on_behalf_of") or ()],
+            str(request["action"]),
+            str(resource["id"]),
+            str(resource.get("type") or ""),
+            str(resource.get("environment") or ""),
+            str(resource.get("sensitivity") or ""),
+            str(context.get("source_ip") or ""),
+            outcome,
+            [str(r.get("code") or "") for r in reasons],
+            [
+                (
+                    str(r.get("code") or ""),
+                    str(r.get("message") or ""),
+                    str(r.get("policy") or ""),
+                    str(r.get("rule") or ""),
+                )
+                for r in reasons
+            ],
+            [str(m) for m in decision.get("matched_rules") or ()],
+            {str(k): str(v) for k, v in (decision.get("obligations") or {}).items()},
+            [
+                (
+                    str(m.get("policy") or ""),
+                    str(m.get("rule") or ""),
+                    str(m.get("effect") or ""),
+                    str(m.get("reason_code") or ""),
+                )
+                for m in decision.get("monitor") or ()
+            ],
+            str(decision.get("bundle_version") or ""),
+            max(int(decision.get("eval_us") or 0), 0),
+            str(record.get("worker_id") or decision.get("worker_id") or ""),
+            str(record.get("source_topic") or ""),
+            int(record.get("source_partition") or 0),
+            int(record.get("source_offset") or 0),
+            dumps(request),
+            dumps(identity) if identity is not None else None,
+        ]
+    except AuditRecordError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        detail = f"missing field {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
+        raise AuditRecordError(f"audit record {request_id or '?'}: {detail}", request_id) from exc
+
+
+def dedup_token(records: Sequence[Mapping[str, Any]]) -> str:
+    """Insert deduplication token of a batch: the same set of request ids gives the same token."""
+    ids = sorted(str(r["request"]["request_id"]) for r in records)
+    return "pdx-audit-" + hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
+class AuditWriter:
+    """Inserts batches of AuditRecords into the audit table (what the audit sink agent calls)."""
+
+    def __init__(
+        self,
+        client: Client | None = None,
+        *,
+        url: str | None = None,
+        database: str = settings.CLICKHOUSE_DATABASE,
+        table: str = settings.AUDIT_TABLE,
+    ) -> None:
+        self.client = client if client is not None else connect(url)
+        self.database = check_identifier(database, "database name")
+        self.table = check_identifier(table, "table name")
+
+    def rows(self, records: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+        out = []
+        for i, rec in enumerate(records):
+            try:
+                out.append(audit_row(rec))
+            except AuditRecordError as exc:
+                exc.index = i
+                raise
+        return out
+
+    def insert(self, records: Sequence[Mapping[str, Any]], *, dedup: bool = True) -> None:
+        """Insert one batch; returns only after ClickHouse acknowledged it. Raises on any failure."""
+        if not records:
+            return
+        self.insert_rows(self.rows(records), token=dedup_token(records) if dedup else None)
+
+    def insert_rows(self, rows: Sequence[Sequence[Any]], *, token: str | None = None) -> None:
+        """Insert already-mapped rows (from :func:`audit_row`)."""
+        if not rows:
+            return
+        opts: dict[str, Any] = {"async_insert": 0}
+        if token:
+            opts["insert_deduplication_token"] = token
+        try:
+            self.client.insert(
+                self.table,
+                rows,
+                column_names=list(COLUMNS),
+                database=self.database,
+                settings=opts,
+            )
+        except (ClickHouseError, OSError) as exc:
+            raise AuditWriteError(
+                f"inserting {len(rows)} audit rows into {self.database}.{self.table} failed: {exc}"
+            ) from exc

@@ -1,0 +1,126 @@
+"""The decide agent: AccessRequest → Decision on the reply topic, AuditRecord on pdx.audit.
+
+The hot path, in order: decode → look up identity, approvals, bundle (cached decoded objects) → evaluate →
+reply → audit. Fail closed: anything that prevents a real evaluation is a deny with a reason code; bytes we
+cannot decode at all go to the dead-letter topic with the error, and the worker moves on.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from faust.types import EventT, StreamT
+
+from streams import wire
+from streams.app import WORKER_ID, app, audit_topic, dlq_topic, reply_topic, requests_topic, state, wait_state_loaded
+from streams.policy import evaluate
+from streams.policy.model import AccessRequest, Decision, Reason
+
+log = logging.getLogger("pdx.decide")
+
+
+@app.agent(requests_topic)
+async def decide(stream: StreamT) -> None:
+    # Deciding before inventory and policies are loaded would deny known identities as unknown.
+    await wait_state_loaded()
+    async for event in stream.events():
+        await handle_request(event)
+
+
+async def handle_request(event: EventT) -> None:
+    received_at = datetime.now(UTC)
+    msg = event.message
+    raw: bytes = event.value
+    try:
+        request_dict = wire.decode_as("AccessRequest", raw)
+    except wire.WireError as exc:
+        await dead_letter(event, str(exc))
+        return
+    try:
+        request = AccessRequest.from_dict(request_dict)
+    except (ValueError, TypeError) as exc:
+        # Decodable but not a valid request: answer if we know where to, else dead-letter it.
+        if request_dict.get("reply_to") and request_dict.get("request_id"):
+            decision = fail_closed(str(request_dict["request_id"]), "invalid_request", f"invalid request: {exc}")
+            await reply(request_dict["reply_to"], request_dict.get("reply_partition"), decision)
+        await dead_letter(event, f"invalid AccessRequest: {exc}")
+        return
+
+    identity = state.identities.get(request.identity_id)
+    if request.deadline is not None and request.deadline <= received_at:
+        decision = fail_closed(
+            request.request_id,
+            "deadline_expired",
+            f"request deadline {request.deadline.isoformat()} passed before evaluation",
+        )
+    else:
+        approvals = state.approvals_for(request.identity_id)
+        decision = evaluate(state.bundle, request, identity, approvals, received_at)
+    decision.worker_id = WORKER_ID
+    await reply(request.reply_to, request.reply_partition, decision)
+    decided_at = datetime.now(UTC)
+    record = {
+        "request": request_dict,
+        "identity": identity.to_dict() if identity is not None else None,
+        "decision": decision.to_dict(),
+        "received_at": received_at,
+        "decided_at": decided_at,
+        "source_topic": msg.topic,
+        "source_partition": msg.partition,
+        "source_offset": msg.offset,
+        "worker_id": WORKER_ID,
+    }
+    await audit_topic.send(key=request.request_id.encode(), value=wire.encode("AuditRecord", record))
+
+
+def fail_closed(request_id: str, code: str, message: str) -> Decision:
+    return Decision(
+        request_id=request_id,
+        decision="deny",
+        reasons=[Reason(code=code, message=message)],
+        matched_rules=[],
+        obligations={},
+        monitor=[],
+        bundle_version=state.bundle_version(),
+        evaluated_at=datetime.now(UTC),
+        eval_us=0,
+        worker_id=WORKER_ID,
+    )
+
+
+async def reply(topic: str, partition: Any, decision: Decision) -> None:
+    part = partition if isinstance(partition, int) and partition >= 0 else None
+    await reply_topic(topic).send(
+        key=decision.request_id.encode(),
+        value=wire.encode("Decision", decision.to_dict()),
+        partition=part,
+        headers={"correlation_id": decision.request_id.encode()},
+    )
+
+
+async def dead_letter(event: EventT, error: str) -> None:
+    msg = event.message
+    log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, error)
+    await dlq_topic.send(
+        key=msg.key,
+        value=event.value,
+        headers={
+            "error": error.encode(),
+            "source_topic": msg.topic.encode(),
+            "source_partition": str(msg.partition).encode(),
+            "source_offset": str(msg.offset).encode(),
+            "worker_id": WORKER_ID.encode(),
+        },
+    )
+
+
+@app.timer(interval=30.0)
+async def report_state() -> None:
+    log.info(
+        "pdx worker %s: bundle %s, %d identities",
+        WORKER_ID,
+        state.bundle_version()[:12] or "(none)",
+        len(state.identities),
+    )

@@ -1,0 +1,111 @@
+"""Producing state changes (policies, inventory, approvals) and reading the latest value of a compacted topic.
+
+Used by the CLI and the demo; the worker consumes these topics (see app.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
+from aiokafka.partitioner import murmur2
+
+from streams import settings, wire
+from streams.errors import UserError
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks for a key (murmur2, positive, modulo)."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+async def start_producer(bootstrap: str | None = None, **kw: Any) -> AIOKafkaProducer:
+    bootstrap = bootstrap or settings.load().kafka_bootstrap
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **kw)
+    try:
+        await producer.start()
+    except KafkaConnectionError:
+        await producer.stop()
+        raise UserError(
+            f"cannot reach Kafka at {bootstrap}: start it with `pdx dev up` or set {settings.ENV_KAFKA_BOOTSTRAP}"
+        ) from None
+    return producer
+
+
+async def partition_count(producer: AIOKafkaProducer, topic: str) -> int:
+    parts = await producer.partitions_for(topic)
+    if not parts:
+        raise UserError(f"topic {topic} does not exist: run `pdx topics create`")
+    return len(parts)
+
+
+async def publish_bundle(producer: AIOKafkaProducer, content: str, version: str, published_by: str) -> None:
+    value = wire.encode(
+        "PolicyBundle",
+        {
+            "version": version,
+            "created_at": datetime.now(UTC),
+            "published_by": published_by,
+            "content": content,
+        },
+    )
+    await producer.send_and_wait(settings.TOPIC_POLICIES, value, key=b"current")
+
+
+async def put_identities(producer: AIOKafkaProducer, identities: Iterable[Mapping[str, Any]]) -> int:
+    """Produce identities (dicts in the Identity contract shape) keyed by id; returns how many."""
+    futures = []
+    for identity in identities:
+        value = wire.encode("Identity", identity)
+        futures.append(await producer.send(settings.TOPIC_INVENTORY, value, key=str(identity["id"]).encode()))
+    await asyncio.gather(*futures)
+    return len(futures)
+
+
+async def put_approval(producer: AIOKafkaProducer, approval: Mapping[str, Any]) -> None:
+    """Approvals are keyed identity/approval (so compaction keeps each one) but produced to the identity's
+    partition, co-partitioned with that identity's requests."""
+    identity_id = str(approval["identity_id"])
+    n = await partition_count(producer, settings.TOPIC_APPROVALS)
+    key = f"{identity_id}/{approval['approval_id']}".encode()
+    await producer.send_and_wait(
+        settings.TOPIC_APPROVALS, wire.encode("Approval", approval), key=key, partition=partition_for(identity_id, n)
+    )
+
+
+async def latest_value(topic: str, key: str, bootstrap: str | None = None, timeout_s: float = 30.0) -> bytes | None:
+    """The latest value for key in a compacted topic keyed by the default partitioner (None if absent)."""
+    bootstrap = bootstrap or settings.load().kafka_bootstrap
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or await _wait_partitions(consumer, topic)
+        tp = TopicPartition(topic, partition_for(key, len(parts)))
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        await consumer.seek_to_beginning(tp)
+        found: bytes | None = None
+        wanted = key.encode()
+        async with asyncio.timeout(timeout_s):
+            while end > 0 and await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for msg in batch.get(tp, []):
+                    if msg.key == wanted:
+                        found = msg.value
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def _wait_partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    for _ in range(20):
+        await consumer._client.force_metadata_update()
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return set(parts)
+        await asyncio.sleep(0.25)
+    raise UserError(f"topic {topic} does not exist: run `pdx topics create`")

@@ -1,0 +1,117 @@
+"""Audit sink: pdx.audit → ClickHouse, at least once, without loss or duplicates.
+
+Why a plain consumer with manual commits rather than a faust agent: the guarantee we need is exactly
+"commit an offset only after ClickHouse acknowledged every record before it". The sink polls a batch (size
+and time bounded), inserts it, and only then commits; while ClickHouse is down it retries the same batch with
+backoff and never moves on. A crash between insert and commit redelivers the batch; the table
+(ReplacingMergeTree by request_id) and the per-batch insert deduplication token make that harmless.
+It runs as a task inside each worker, in its own consumer group, so audit partitions are shared too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from streams import settings, wire
+from streams.app import WORKER_ID, app
+
+log = logging.getLogger("pdx.sink")
+
+SINK_GROUP_SUFFIX = "-audit-sink"
+BATCH_MAX = int(os.environ.get("PDX_AUDIT_BATCH_MAX", "5000"))
+BATCH_WAIT_MS = int(os.environ.get("PDX_AUDIT_BATCH_WAIT_MS", "200"))
+RETRY_MAX_S = 10.0
+
+
+@app.task
+async def audit_sink() -> None:
+    if os.environ.get("PDX_AUDIT_SINK", "on") == "off":
+        log.info("audit sink disabled (PDX_AUDIT_SINK=off)")
+        return
+    await AuditSink(settings.load()).run()
+
+
+class AuditSink:
+    def __init__(self, s: settings.Settings) -> None:
+        self.settings = s
+        self.writer: Any = None
+
+    async def _connect(self) -> None:
+        from streams.audit.migrate import migrate
+        from streams.audit.store import AuditWriter, connect
+
+        delay = 0.5
+        while True:
+            try:
+                client = await asyncio.to_thread(connect, self.settings.clickhouse_url)
+                await asyncio.to_thread(migrate, client, ttl_days=self.settings.audit_ttl_days)
+                self.writer = AuditWriter(client)
+                log.info("audit sink connected to ClickHouse at %s", self.settings.clickhouse_url)
+                return
+            except Exception as exc:  # noqa: BLE001 - keep trying; decisions do not wait for ClickHouse
+                log.warning("ClickHouse not available (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    async def run(self) -> None:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+        from streams.audit.store import audit_row, dedup_token
+
+        consumer = AIOKafkaConsumer(
+            settings.TOPIC_AUDIT,
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=self.settings.app_id + SINK_GROUP_SUFFIX,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=BATCH_MAX,
+            client_id=f"pdx-sink-{WORKER_ID}",
+        )
+        dlq = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap)
+        await consumer.start()
+        await dlq.start()
+        try:
+            await self._connect()
+            while True:
+                batches = await consumer.getmany(timeout_ms=BATCH_WAIT_MS, max_records=BATCH_MAX)
+                messages = [m for part in batches.values() for m in part]
+                if not messages:
+                    continue
+                records, rows = [], []
+                for m in messages:
+                    try:
+                        record = wire.decode_as("AuditRecord", m.value)
+                        rows.append(audit_row(record))
+                        records.append(record)
+                    except ValueError as exc:  # WireError / AuditRecordError: keep it, in the DLQ
+                        await dlq.send_and_wait(
+                            settings.TOPIC_DLQ,
+                            m.value,
+                            key=m.key,
+                            headers=[
+                                ("error", f"audit sink: {exc}".encode()),
+                                ("source_topic", m.topic.encode()),
+                                ("source_partition", str(m.partition).encode()),
+                                ("source_offset", str(m.offset).encode()),
+                            ],
+                        )
+                if rows:
+                    await self._insert_until_acknowledged(rows, dedup_token(records))
+                await consumer.commit()
+        finally:
+            await consumer.stop()
+            await dlq.stop()
+
+    async def _insert_until_acknowledged(self, rows: list[list[Any]], token: str) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await asyncio.to_thread(self.writer.insert_rows, rows, token=token)
+                return
+            except Exception as exc:  # noqa: BLE001 - ClickHouse down or rejecting: retry the same batch
+                log.warning("audit insert of %d rows failed (%s); retrying in %.1fs", len(rows), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
