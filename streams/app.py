@@ -19,6 +19,7 @@ import faust
 
 from streams import settings
 from streams.replica import CompactedReplica
+from streams.sink import AuditSink
 from streams.state import WorkerState
 
 _s = settings.load()
@@ -53,7 +54,6 @@ def _raw_topic(name: str, **kw: Any) -> faust.TopicT:
 
 
 requests_topic = _raw_topic(settings.TOPIC_REQUESTS, partitions=_s.request_partitions)
-audit_topic = _raw_topic(settings.TOPIC_AUDIT)
 dlq_topic = _raw_topic(settings.TOPIC_DLQ)
 
 #: Inventory, approvals and the policy bundle: a full live replica in every worker (see streams/replica.py).
@@ -70,21 +70,17 @@ async def run_replicas() -> None:
     await asyncio.gather(*(r.run() for r in _replicas))
 
 
+@app.task
+async def audit_sink() -> None:
+    if os.environ.get(settings.ENV_AUDIT_SINK, "on") == "off":
+        return  # a separate `pdx sink` process writes the audit trail
+    await AuditSink(_s, WORKER_ID).run()
+
+
 async def wait_state_loaded() -> None:
     """Decisions wait until every replica has read its topic up to the end offsets seen at start."""
     await asyncio.gather(*(r.ready.wait() for r in _replicas))
 
 
-_reply_topics: dict[str, faust.TopicT] = {}
-
-
-def reply_topic(name: str) -> faust.TopicT:
-    """A cached topic object for a request's reply_to (services may use their own reply topics)."""
-    topic = _reply_topics.get(name)
-    if topic is None:
-        topic = _reply_topics[name] = _raw_topic(name)
-    return topic
-
-
 # Agents register themselves on import (they import the topics and tables above, so this comes last).
-from streams import decide, sink  # noqa: E402,F401
+from streams import decide  # noqa: E402,F401

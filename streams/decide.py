@@ -7,14 +7,15 @@ cannot decode at all go to the dead-letter topic with the error, and the worker 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from faust.types import EventT, StreamT
 
-from streams import wire
-from streams.app import WORKER_ID, app, audit_topic, dlq_topic, reply_topic, requests_topic, state, wait_state_loaded
+from streams import settings, wire
+from streams.app import WORKER_ID, app, dlq_topic, requests_topic, state, wait_state_loaded
 from streams.policy import evaluate
 from streams.policy.model import AccessRequest, Decision, Reason
 
@@ -72,7 +73,7 @@ async def handle_request(event: EventT) -> None:
         "source_offset": msg.offset,
         "worker_id": WORKER_ID,
     }
-    await audit_topic.send(key=request.request_id.encode(), value=wire.encode("AuditRecord", record))
+    await _produce(settings.TOPIC_AUDIT, request.request_id.encode(), wire.encode("AuditRecord", record))
 
 
 def fail_closed(request_id: str, code: str, message: str) -> Decision:
@@ -92,12 +93,25 @@ def fail_closed(request_id: str, code: str, message: str) -> Decision:
 
 async def reply(topic: str, partition: Any, decision: Decision) -> None:
     part = partition if isinstance(partition, int) and partition >= 0 else None
-    await reply_topic(topic).send(
-        key=decision.request_id.encode(),
-        value=wire.encode("Decision", decision.to_dict()),
-        partition=part,
-        headers={"correlation_id": decision.request_id.encode()},
-    )
+    rid = decision.request_id.encode()
+    await _produce(topic, rid, wire.encode("Decision", decision.to_dict()), part, [("correlation_id", rid)])
+
+
+async def _produce(
+    topic: str, key: bytes, value: bytes, partition: int | None = None, headers: list[tuple[str, bytes]] | None = None
+) -> None:
+    """Hand a record to the worker's producer without waiting for the broker's ack.
+
+    Why not faust's Topic.send: on this hot path its per-message bookkeeping (sensors, FutureMessage) cost
+    more than the decision itself. Delivery failures are logged by the callback; the producer retries.
+    """
+    fut = await app.producer.send(topic, key, value, partition, None, headers)
+    cast(asyncio.Future, fut).add_done_callback(_log_delivery_failure)
+
+
+def _log_delivery_failure(fut: Any) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("producing a decision/audit record failed: %s", fut.exception())
 
 
 async def dead_letter(event: EventT, error: str) -> None:

@@ -12,6 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -23,6 +24,8 @@ from streams.errors import UserError
 
 DEMO_INVENTORY = settings.REPO_ROOT / "examples" / "inventory.yaml"
 DEMO_WORKER = "demo-worker-1"
+AUDIT_SINK = "audit-sink-1"
+TIMELINE_IDENTITY = "agent-analytics"
 
 
 @dataclass
@@ -275,13 +278,17 @@ def _count_audit_rows(request_ids: list[str], timeout_s: float = 60.0) -> int:
     return count
 
 
-def run_demo(as_json: bool = False) -> int:
+def prepare_stack(worker_id: str = DEMO_WORKER) -> tuple[str, int, Path]:
+    """Local stack up, topics, audit schema, shipped policies, demo inventory, a worker and an audit sink.
+
+    Returns (bundle version, identities loaded, worker log). Shared by the demo and the benchmarks.
+    """
     from streams.audit.migrate import migrate
     from streams.audit.store import connect
     from streams.devservices import procs
     from streams.devservices.services import DevStack, Ports
     from streams.devservices.topics import create_topics
-    from streams.stream_cli import load_inventory, publish_policies, spawn_worker, wait_until_answering
+    from streams.stream_cli import load_inventory, publish_policies, spawn_sink, spawn_worker, wait_until_answering
 
     s = settings.load()
     stack = DevStack(s.state_dir)
@@ -292,18 +299,26 @@ def run_demo(as_json: bool = False) -> int:
     with step("Publishing policies/ and loading examples/inventory.yaml"):
         version = asyncio.run(publish_policies(str(settings.POLICIES_DIR), "pdx-demo"))
         n_identities = asyncio.run(load_inventory(str(DEMO_INVENTORY), show_progress=False))
-    pid_file = stack.state_dir / "workers" / f"{DEMO_WORKER}.pid"
-    log = stack.state_dir / "workers" / f"{DEMO_WORKER}.log"
+    pid_file = stack.state_dir / "workers" / f"{worker_id}.pid"
+    log = stack.state_dir / "workers" / f"{worker_id}.log"
     if procs.read_pid(pid_file) is None:
-        spawn_worker(stack.state_dir, DEMO_WORKER)
+        spawn_worker(stack.state_dir, worker_id, {settings.ENV_AUDIT_SINK: "off"})
+    if procs.read_pid(stack.state_dir / "workers" / f"{AUDIT_SINK}.pid") is None:
+        spawn_sink(stack.state_dir, AUDIT_SINK)
     with step("Waiting for the pdx worker to answer"):
         asyncio.run(wait_until_answering(180.0, log))
+    return version, n_identities, log
+
+
+def run_demo(as_json: bool = False) -> int:
+    version, n_identities, log = prepare_stack()
     window = in_change_window(datetime.now(UTC))
     with step("Running the scenarios through Kafka"):
         results = asyncio.run(_run_scenarios(scenarios(window)))
     with step("Waiting for the audit records to reach ClickHouse"):
         audit_rows = _count_audit_rows([r["request_id"] for r in results])
     ok = all(r["ok"] for r in results) and audit_rows == len(results)
+    timeline, report = _investigate(TIMELINE_IDENTITY)
     if as_json:
         print(
             json.dumps(
@@ -312,6 +327,15 @@ def run_demo(as_json: bool = False) -> int:
                     "identities": n_identities,
                     "audit_rows": audit_rows,
                     "requests": len(results),
+                    "timeline_identity": TIMELINE_IDENTITY,
+                    "timeline": [
+                        {
+                            k: str(row.get(k))
+                            for k in ("decided_at", "request_id", "action", "resource_id", "decision", "reason_codes")
+                        }
+                        for row in timeline
+                    ],
+                    "report": str(report),
                     "scenarios": [
                         {
                             k: r[k]
@@ -325,6 +349,11 @@ def run_demo(as_json: bool = False) -> int:
         )
     else:
         _print_table(results, version, audit_rows)
+        _print_timeline(timeline)
+    say(
+        f"Risk report written to {report} (open it in a browser; it needs no network). "
+        f"Investigate with `.venv/bin/pdx audit timeline --identity {TIMELINE_IDENTITY} --since 1h`."
+    )
     say(
         f"The stack keeps running (worker log: {log}). Try `.venv/bin/pdx check agent-intern db:connect "
         "--resource-id orders-db --resource-type database --environment production --ttl 600`; "
@@ -352,3 +381,35 @@ def _print_table(results: list[dict[str, Any]], version: str, audit_rows: int) -
         )
     console.print(table)
     console.print(f"Audit rows in ClickHouse for these {len(results)} requests: [bold]{audit_rows}[/bold]")
+
+
+def _investigate(identity: str) -> tuple[list[dict[str, Any]], Path]:
+    """An incident responder's view: one identity's timeline, and the analysts' risk report."""
+    from streams.audit.queries import Audit
+    from streams.audit.report import build_report_data, render_html
+    from streams.audit.store import connect
+
+    s = settings.load()
+    audit = Audit(connect(s.clickhouse_url))
+    now = datetime.now(UTC)
+    timeline = audit.timeline(identity, now - timedelta(hours=1), now + timedelta(minutes=1))
+    report = s.state_dir / "report.html"
+    report.write_text(render_html(build_report_data(audit, now - timedelta(days=7), now)), encoding="utf-8")
+    return timeline, report
+
+
+def _print_timeline(rows: list[dict[str, Any]]) -> None:
+    table = Table(title=f"Timeline of {TIMELINE_IDENTITY} (last hour, from ClickHouse)")
+    for col in ("decided_at", "action", "resource", "decision", "reasons"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        codes = row.get("reason_codes") or []
+        reasons = ", ".join(codes) if isinstance(codes, list) else str(codes)
+        table.add_row(
+            str(row.get("decided_at"))[:23],
+            str(row.get("action")),
+            str(row.get("resource_id")),
+            str(row.get("decision")),
+            str(reasons),
+        )
+    Console().print(table)

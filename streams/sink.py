@@ -5,7 +5,9 @@ Why a plain consumer with manual commits rather than a faust agent: the guarante
 and time bounded), inserts it, and only then commits; while ClickHouse is down it retries the same batch with
 backoff and never moves on. A crash between insert and commit redelivers the batch; the table
 (ReplacingMergeTree by request_id) and the per-batch insert deduplication token make that harmless.
-It runs as a task inside each worker, in its own consumer group, so audit partitions are shared too.
+It runs as a task inside each worker (unless PDX_AUDIT_SINK=off), in its own consumer group, so audit
+partitions are shared too; `pdx sink` runs it as a process of its own, which on a small machine keeps its
+ClickHouse inserts off the decide agent's CPU.
 """
 
 from __future__ import annotations
@@ -16,27 +18,19 @@ import os
 from typing import Any
 
 from streams import settings, wire
-from streams.app import WORKER_ID, app
 
 log = logging.getLogger("pdx.sink")
 
 SINK_GROUP_SUFFIX = "-audit-sink"
-BATCH_MAX = int(os.environ.get("PDX_AUDIT_BATCH_MAX", "5000"))
-BATCH_WAIT_MS = int(os.environ.get("PDX_AUDIT_BATCH_WAIT_MS", "200"))
+BATCH_MAX = int(os.environ.get(settings.ENV_AUDIT_BATCH_MAX, "5000"))
+BATCH_WAIT_MS = int(os.environ.get(settings.ENV_AUDIT_BATCH_WAIT_MS, "200"))
 RETRY_MAX_S = 10.0
 
 
-@app.task
-async def audit_sink() -> None:
-    if os.environ.get("PDX_AUDIT_SINK", "on") == "off":
-        log.info("audit sink disabled (PDX_AUDIT_SINK=off)")
-        return
-    await AuditSink(settings.load()).run()
-
-
 class AuditSink:
-    def __init__(self, s: settings.Settings) -> None:
+    def __init__(self, s: settings.Settings, worker_id: str) -> None:
         self.settings = s
+        self.worker_id = worker_id
         self.writer: Any = None
 
     async def _connect(self) -> None:
@@ -68,7 +62,7 @@ class AuditSink:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=BATCH_MAX,
-            client_id=f"pdx-sink-{WORKER_ID}",
+            client_id=f"pdx-sink-{self.worker_id}",
         )
         dlq = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap)
         await consumer.start()

@@ -26,12 +26,37 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.worker_id:
         os.environ[settings.ENV_WORKER_ID] = args.worker_id
     if args.no_audit_sink:
-        os.environ["PDX_AUDIT_SINK"] = "off"
+        os.environ[settings.ENV_AUDIT_SINK] = "off"
     from streams.app import app
 
     sys.argv = ["pdx worker", "worker", "-l", args.loglevel, "--without-web"]
     app.main()
     return 0
+
+
+def cmd_sink(args: argparse.Namespace) -> int:
+    import logging
+    import socket
+
+    from streams.sink import AuditSink
+
+    logging.basicConfig(level=args.loglevel.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    sink_id = args.sink_id or f"{socket.gethostname()}-{os.getpid()}"
+    try:
+        asyncio.run(AuditSink(settings.load(), sink_id).run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def spawn_sink(state_dir: Path, sink_id: str) -> tuple[int, Path]:
+    """Start `pdx sink` in the background (pid and log under state_dir/workers, stopped with them)."""
+    home = state_dir / "workers"
+    home.mkdir(parents=True, exist_ok=True)
+    log = home / f"{sink_id}.log"
+    pid = procs.spawn([sys.executable, "-m", "streams.cli", "sink", "--sink-id", sink_id], cwd=settings.REPO_ROOT,
+                      log_file=log, pid_file=home / f"{sink_id}.pid")
+    return pid, log
 
 
 def spawn_worker(state_dir: Path, worker_id: str, extra_env: dict[str, str] | None = None) -> tuple[int, Path]:
@@ -71,6 +96,11 @@ def register_top(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("-l", "--loglevel", default="info")
     p.add_argument("--no-audit-sink", action="store_true", help="do not run the ClickHouse audit sink in this worker")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("sink", help="run the audit sink (pdx.audit → ClickHouse) as its own process")
+    p.add_argument("--sink-id")
+    p.add_argument("-l", "--loglevel", default="info")
+    p.set_defaults(func=cmd_sink)
 
     p = sub.add_parser("approve", help="grant a time-bounded pre-approval")
     p.add_argument("--identity", required=True)

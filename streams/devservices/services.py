@@ -60,7 +60,7 @@ class Ports:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("PDX_CACHE_DIR", Path.home() / ".cache" / "pdx"))
+    return Path(os.environ.get(settings.ENV_CACHE_DIR, Path.home() / ".cache" / "pdx"))
 
 
 class DevStack:

@@ -43,3 +43,11 @@ def test_worker_waits_for_init_and_init_creates_topics() -> None:
     assert "pdx-init" in services["pdx-worker"]["depends_on"]
     assert "pdx topics create" in " ".join(services["pdx-init"]["command"])
     assert services["pdx-worker"]["command"] == ["pdx", "worker"]
+
+
+def test_grafana_mounts_the_shipped_provisioning() -> None:
+    grafana = _compose()["services"]["grafana"]
+    for volume in grafana["volumes"]:
+        host = volume.split(":")[0]
+        assert (settings.REPO_ROOT / host).is_dir(), f"{host} does not exist in the repo"
+    assert "grafana-clickhouse-datasource" in grafana["environment"]["GF_INSTALL_PLUGINS"]
