@@ -256,15 +256,17 @@ def register_inventory(sub: argparse._SubParsersAction) -> None:  # type: ignore
 
 
 def parse_ttl(text: str) -> timedelta:
+    """'30m', '4h', '2d', '45s' or plain seconds; must be positive and representable."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip()
     try:
-        return (
-            timedelta(seconds=float(text[:-1]) * units[text[-1]])
-            if text[-1] in units
-            else timedelta(seconds=float(text))
-        )
-    except (ValueError, IndexError):
+        seconds = float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
+        ttl = timedelta(seconds=seconds)
+    except (ValueError, IndexError, OverflowError):
         raise UserError(f"--ttl {text!r}: give a duration like 30m, 4h or 2d") from None
+    if ttl <= timedelta(0):
+        raise UserError(f"--ttl {text!r}: the duration must be positive")
+    return ttl
 
 
 async def grant_approval(

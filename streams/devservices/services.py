@@ -162,7 +162,7 @@ class DevStack:
             if not cluster_id_file.exists():
                 cluster_id_file.write_text(new_cluster_id() + "\n")
             with step("Formatting Kafka storage (first start)"):
-                result = subprocess.run(
+                _run_or_fail(
                     [
                         *jvm,
                         "kafka.tools.StorageTool",
@@ -172,13 +172,7 @@ class DevStack:
                         str(config),
                         "--ignore-formatted",
                     ],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-            if result.returncode != 0:
-                raise UserError(
-                    f"formatting Kafka storage in {data} failed:\n{(result.stdout + result.stderr)[-2000:]}"
+                    f"formatting Kafka storage in {data} failed",
                 )
         log = self.log_file("kafka")
         procs.spawn([*jvm, "kafka.Kafka", str(config)], cwd=home, log_file=log, pid_file=self.pid_file("kafka"))
@@ -240,6 +234,13 @@ def _check_ports(service: str, ports: tuple[int, ...]) -> None:
             )
 
 
+def _run_or_fail(cmd: list[str], failure: str) -> None:
+    """Run a setup command; on failure raise a UserError with what failed and the tail of its output."""
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise UserError(f"{failure}:\n{(result.stdout + result.stderr)[-2000:]}")
+
+
 def new_cluster_id() -> str:
     """A KRaft cluster id (base64url of a UUID), never starting with '-' (a CLI would read it as an option)."""
     while True:
@@ -276,7 +277,7 @@ def ensure_kafka_jars() -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     with step(f"Resolving Apache Kafka {settings.KAFKA_VERSION} jars from Maven Central (first time only)"):
-        result = subprocess.run(
+        _run_or_fail(
             [
                 mvn,
                 "-B",
@@ -288,14 +289,7 @@ def ensure_kafka_jars() -> Path:
                 f"-DoutputDirectory={staging}",
                 "-DincludeScope=runtime",
             ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    if result.returncode != 0:
-        raise UserError(
-            f"Maven could not resolve Kafka {settings.KAFKA_VERSION} (is Maven Central reachable?):\n"
-            + (result.stdout + result.stderr)[-2000:]
+            f"Maven could not resolve Kafka {settings.KAFKA_VERSION} (is Maven Central reachable?)",
         )
     shutil.rmtree(lib, ignore_errors=True)
     staging.rename(lib)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,20 @@ def resolve_relative(value: Any, now: datetime) -> Any:
     return value
 
 
+def _timestamp(value: Any, now: datetime) -> Any:
+    # YAML reads an unquoted 2025-01-01 as a date: take it as midnight UTC, like the quoted form.
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    return resolve_relative(value, now)
+
+
 def _resolve_times(obj: Any, now: datetime) -> Any:
+    """Resolve relative and date-only timestamps in the timestamp fields (never inside free `attributes`)."""
     if isinstance(obj, dict):
-        return {k: resolve_relative(v, now) if k in _TS_FIELDS else _resolve_times(v, now) for k, v in obj.items()}
+        return {
+            k: _timestamp(v, now) if k in _TS_FIELDS else v if k == "attributes" else _resolve_times(v, now)
+            for k, v in obj.items()
+        }
     if isinstance(obj, list):
         return [_resolve_times(v, now) for v in obj]
     return obj
@@ -49,8 +60,10 @@ def _resolve_times(obj: Any, now: datetime) -> Any:
 
 def _from_csv(path: Path) -> list[dict[str, Any]]:
     merged: dict[str, dict[str, Any]] = {}
-    with path.open(newline="") as f:
-        for lineno, row in enumerate(csv.DictReader(f), start=2):
+    with path.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig: Excel's "CSV UTF-8" writes a BOM
+        reader = csv.DictReader(f)
+        for row in reader:
+            lineno = reader.line_num
             iid = (row.get("id") or "").strip()
             if not iid:
                 raise UserError(f"{path}:{lineno}: the 'id' column is empty")
