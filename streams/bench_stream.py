@@ -323,7 +323,7 @@ def run_propagation(trials: int, n_workers: int) -> dict[str, Any]:
         from streams.devservices import procs
 
         if procs.read_pid(state_dir / "workers" / f"bench-worker-{i}.pid") is None:
-            spawn_worker(state_dir, f"bench-worker-{i}")
+            spawn_worker(state_dir, f"bench-worker-{i}", {settings.ENV_AUDIT_SINK: "off"})
     asyncio.run(wait_until_answering(120))
     time.sleep(5 if n_workers > 1 else 0)  # let the group rebalance onto the new workers
     return asyncio.run(_propagation(trials, [f"bench-worker-{i}" for i in range(1, n_workers + 1)]))
