@@ -60,20 +60,36 @@ async def handle_request(event: EventT) -> None:
         approvals = state.approvals_for(request.identity_id)
         decision = evaluate(state.bundle, request, identity, approvals, received_at)
     decision.worker_id = WORKER_ID
-    await reply(request.reply_to, request.reply_partition, decision)
+    decision_msg = await reply(request.reply_to, request.reply_partition, decision)
     decided_at = datetime.now(UTC)
-    record = {
-        "request": request_dict,
-        "identity": identity.to_dict() if identity is not None else None,
-        "decision": decision.to_dict(),
-        "received_at": received_at,
-        "decided_at": decided_at,
-        "source_topic": msg.topic,
-        "source_partition": msg.partition,
-        "source_offset": msg.offset,
-        "worker_id": WORKER_ID,
-    }
-    await _produce(settings.TOPIC_AUDIT, request.request_id.encode(), wire.encode("AuditRecord", record))
+    identity_msg = state.identity_messages.get(request.identity_id) if identity is not None else None
+    audit = wire.splice_audit_record(
+        raw,
+        identity_msg,
+        decision_msg,
+        received_at=received_at,
+        decided_at=decided_at,
+        source_topic=msg.topic,
+        source_partition=msg.partition,
+        source_offset=msg.offset,
+        worker_id=WORKER_ID,
+    )
+    if audit is None:  # a part came in another schema version: encode the record the ordinary way
+        audit = wire.encode(
+            "AuditRecord",
+            {
+                "request": request_dict,
+                "identity": identity.to_dict() if identity is not None else None,
+                "decision": decision.to_dict(),
+                "received_at": received_at,
+                "decided_at": decided_at,
+                "source_topic": msg.topic,
+                "source_partition": msg.partition,
+                "source_offset": msg.offset,
+                "worker_id": WORKER_ID,
+            },
+        )
+    await _produce(settings.TOPIC_AUDIT, request.request_id.encode(), audit)
 
 
 def fail_closed(request_id: str, code: str, message: str) -> Decision:
@@ -91,10 +107,13 @@ def fail_closed(request_id: str, code: str, message: str) -> Decision:
     )
 
 
-async def reply(topic: str, partition: Any, decision: Decision) -> None:
+async def reply(topic: str, partition: Any, decision: Decision) -> bytes:
+    """Produce the decision to the requester's reply topic/partition; returns the encoded message."""
     part = partition if isinstance(partition, int) and partition >= 0 else None
     rid = decision.request_id.encode()
-    await _produce(topic, rid, wire.encode("Decision", decision.to_dict()), part, [("correlation_id", rid)])
+    message = wire.encode("Decision", decision.to_dict())
+    await _produce(topic, rid, message, part, [("correlation_id", rid)])
+    return message
 
 
 async def _produce(

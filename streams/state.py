@@ -35,6 +35,8 @@ def check_bundle(raw: bytes) -> CompiledBundle:
 class WorkerState:
     def __init__(self) -> None:
         self.identities: dict[str, Identity] = {}
+        #: the Identity messages as received, spliced into audit records without re-encoding
+        self.identity_messages: dict[str, bytes] = {}
         self.approvals: dict[str, dict[str, Approval]] = {}
         self.bundle: CompiledBundle | None = None
         self.rejected_bundles = 0
@@ -47,9 +49,11 @@ class WorkerState:
         identity_id = key.decode()
         if value is None:
             self.identities.pop(identity_id, None)  # tombstone: the identity is gone
+            self.identity_messages.pop(identity_id, None)
             return
         try:
             self.identities[identity_id] = Identity.from_dict(wire.decode_as("Identity", value))
+            self.identity_messages[identity_id] = value
         except ValueError as exc:  # WireError is a ValueError
             log.error("inventory record for %s rejected, keeping the previous one: %s", identity_id, exc)
 

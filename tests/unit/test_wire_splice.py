@@ -1,0 +1,55 @@
+"""The worker's spliced AuditRecord is byte-identical to encoding the record the ordinary way."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams import wire
+from streams.inventory.files import read_inventory
+from streams.policy.model import AccessRequest, Decision, Reason, RequestContext, Resource
+from streams.settings import REPO_ROOT
+
+IDENTITY = read_inventory(REPO_ROOT / "examples" / "inventory.yaml")[0]
+
+
+def _parts(req_id: str, offset: int, partition: int, micros: int, with_identity: bool) -> tuple:
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC) + timedelta(microseconds=micros)
+    request = AccessRequest(request_id=req_id, occurred_at=now.replace(microsecond=now.microsecond // 1000 * 1000),
+                            identity_id=IDENTITY.id, action="db:connect",
+                            resource=Resource(id="orders-db", type="database", attributes={"k": "v"}),
+                            context=RequestContext(requested_ttl_s=60), reply_to="pdx.decisions", reply_partition=3)
+    decision = Decision(request_id=req_id, decision="deny", reasons=[Reason("c", "m", "p", "r")],
+                        matched_rules=["r"], obligations={"a": "b"}, monitor=[], bundle_version="v",
+                        evaluated_at=now, eval_us=7, worker_id="w-é")
+    identity = IDENTITY if with_identity else None
+    record = {"request": request.to_dict(), "identity": identity.to_dict() if identity else None,
+              "decision": decision.to_dict(), "received_at": now, "decided_at": now + timedelta(microseconds=3),
+              "source_topic": "pdx.requests", "source_partition": partition, "source_offset": offset,
+              "worker_id": "w-é"}
+    return request, identity, decision, record
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(min_size=1, max_size=40), st.integers(0, 2**62), st.integers(0, 2**31 - 1),
+       st.integers(0, 10**12), st.booleans())
+def test_splice_equals_encode(req_id: str, offset: int, partition: int, micros: int, with_identity: bool) -> None:
+    request, identity, decision, record = _parts(req_id, offset, partition, micros, with_identity)
+    spliced = wire.splice_audit_record(
+        wire.encode("AccessRequest", request.to_dict()),
+        wire.encode("Identity", identity.to_dict()) if identity else None,
+        wire.encode("Decision", decision.to_dict()),
+        received_at=record["received_at"], decided_at=record["decided_at"], source_topic=record["source_topic"],
+        source_partition=partition, source_offset=offset, worker_id=record["worker_id"])
+    assert spliced == wire.encode("AuditRecord", record)
+    assert wire.decode_as("AuditRecord", spliced)["source_offset"] == offset
+
+
+def test_splice_declines_parts_of_another_schema() -> None:
+    _, _, decision, record = _parts("x", 1, 0, 0, False)
+    foreign = b"\xc3\x01" + b"\x00" * 8 + b"body"
+    assert wire.splice_audit_record(foreign, None, wire.encode("Decision", decision.to_dict()),
+                                    received_at=record["received_at"], decided_at=record["decided_at"],
+                                    source_topic="t", source_partition=0, source_offset=0, worker_id="w") is None
