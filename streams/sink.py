@@ -23,7 +23,7 @@ log = logging.getLogger("pdx.sink")
 
 SINK_GROUP_SUFFIX = "-audit-sink"
 BATCH_MAX = int(os.environ.get(settings.ENV_AUDIT_BATCH_MAX, "5000"))
-BATCH_WAIT_MS = int(os.environ.get(settings.ENV_AUDIT_BATCH_WAIT_MS, "200"))
+BATCH_WAIT_MS = int(os.environ.get(settings.ENV_AUDIT_BATCH_WAIT_MS, "1000"))
 RETRY_MAX_S = 10.0
 
 
@@ -69,13 +69,14 @@ class AuditSink:
         await dlq.start()
         try:
             await self._connect()
+            loop = asyncio.get_running_loop()
+            records: list[dict[str, Any]] = []
+            rows: list[list[Any]] = []
+            flush_at: float | None = None  # a batch is flushed when full or BATCH_WAIT_MS after its first record
             while True:
-                batches = await consumer.getmany(timeout_ms=BATCH_WAIT_MS, max_records=BATCH_MAX)
-                messages = [m for part in batches.values() for m in part]
-                if not messages:
-                    continue
-                records, rows = [], []
-                for m in messages:
+                wait_ms = BATCH_WAIT_MS if flush_at is None else max(0, int((flush_at - loop.time()) * 1000))
+                batches = await consumer.getmany(timeout_ms=wait_ms, max_records=BATCH_MAX - len(rows))
+                for m in (m for part in batches.values() for m in part):
                     try:
                         record = wire.decode_as("AuditRecord", m.value)
                         rows.append(audit_row(record))
@@ -92,9 +93,13 @@ class AuditSink:
                                 ("source_offset", str(m.offset).encode()),
                             ],
                         )
-                if rows:
+                if rows and flush_at is None:
+                    flush_at = loop.time() + BATCH_WAIT_MS / 1000
+                if rows and (len(rows) >= BATCH_MAX or loop.time() >= (flush_at or 0)):
                     await self._insert_until_acknowledged(rows, dedup_token(records))
-                await consumer.commit()
+                    # Everything fetched so far is in ClickHouse (or the DLQ): only now move the offsets.
+                    await consumer.commit()
+                    records, rows, flush_at = [], [], None
         finally:
             await consumer.stop()
             await dlq.stop()
