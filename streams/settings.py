@@ -58,6 +58,7 @@ ENV_AUDIT_SINK = "PDX_AUDIT_SINK"
 ENV_AUDIT_BATCH_MAX = "PDX_AUDIT_BATCH_MAX"
 ENV_AUDIT_BATCH_WAIT_MS = "PDX_AUDIT_BATCH_WAIT_MS"
 ENV_CACHE_DIR = "PDX_CACHE_DIR"
+ENV_PRODUCER_LINGER_MS = "PDX_PRODUCER_LINGER_MS"
 
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_KAFKA_CONTROLLER_PORT = 9093
@@ -104,6 +105,8 @@ class Settings:
         default_factory=lambda: _env_int(ENV_DECISION_PARTITIONS, DEFAULT_DECISION_PARTITIONS)
     )
     app_id: str = field(default_factory=lambda: os.environ.get(ENV_APP_ID, DEFAULT_APP_ID))
+    #: worker producer linger: 0 is lowest latency; a few ms batch replies and audit records (less CPU per decision)
+    producer_linger_ms: int = field(default_factory=lambda: _env_int(ENV_PRODUCER_LINGER_MS, 1))
     audit_ttl_days: int = field(default_factory=lambda: _env_int(ENV_AUDIT_TTL_DAYS, DEFAULT_AUDIT_TTL_DAYS))
 
     @property
