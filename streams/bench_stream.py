@@ -24,6 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.progress import Progress
+
 from streams import settings
 
 ECHO_REQ = "pdx.bench.echo.requests"
@@ -68,13 +71,16 @@ async def _open_loop(rate: float, duration: float, send: Callable[[int], Awaitab
         if ms is not None:
             latencies.append(ms)
 
-    for i in range(total):
-        target = start + i * interval
-        delay = target - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(i)))
-    await asyncio.gather(*tasks)
+    with Progress(console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task(f"{rate:g} req/s", total=total)
+        for i in range(total):
+            target = start + i * interval
+            delay = target - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+            tasks[-1].add_done_callback(lambda _t: progress.advance(task))
+        await asyncio.gather(*tasks)
     return latencies, total, time.perf_counter() - start
 
 

@@ -1,0 +1,68 @@
+"""The README's main command and the stream benchmarks run against the test services and report what they
+must (their speed is not asserted here: targets live in the benchmarks' own output)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from streams import settings
+from streams.devservices import procs
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+
+@pytest.fixture
+def env(services: Any) -> Iterator[dict[str, str]]:
+    if services.stack is None:
+        pytest.skip("needs the local dev services")
+    state_dir = services.stack.state_dir
+    yield {**os.environ, settings.ENV_STATE_DIR: str(state_dir)}
+    # Leave no worker of ours in the consumer group for the tests that follow.
+    for pid_file in (state_dir / "workers").glob("*.pid"):
+        procs.stop(pid_file)
+
+
+def _pdx(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=600, check=False)
+
+
+def test_demo_json(env: dict[str, str]) -> None:
+    result = _pdx(env, "demo", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)  # stdout is clean JSON; progress went to stderr
+    assert out["requests"] == len(out["scenarios"]) >= 15
+    assert out["audit_rows"] == out["requests"]
+    assert all(s["ok"] for s in out["scenarios"]), [s for s in out["scenarios"] if not s["ok"]]
+    names = " ".join(s["name"] for s in out["scenarios"])
+    assert "kill switch" in names and "unknown identity" in names
+    assert {s["decision"] for s in out["scenarios"]} == {"allow", "deny", "step_up"}
+    assert out["timeline"] and all(row["request_id"] for row in out["timeline"])
+    assert open(out["report"], encoding="utf-8").read().lstrip().lower().startswith("<!doctype html")
+
+
+def test_bench_e2e_reports_every_field(env: dict[str, str]) -> None:
+    result = _pdx(env, "bench", "e2e", "--rate", "50", "--duration", "2", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    for key in ("offered_rps", "achieved_rps", "p50_ms", "p95_ms", "p99_ms", "requests", "replies", "audit_rows",
+                "echo_p50_ms", "echo_p99_ms"):
+        assert key in out, key
+    assert out["requests"] == 100 and out["replies"] == out["audit_rows"] == out["requests"]
+    assert 0 < out["echo_p50_ms"] <= out["echo_p99_ms"] and 0 < out["p50_ms"] <= out["p99_ms"]
+
+
+def test_bench_propagation_reports_every_field(env: dict[str, str]) -> None:
+    result = _pdx(env, "bench", "propagation", "--trials", "2", "--workers", "1", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    assert out["trials"] == 2
+    for key in ("suspend_p50_ms", "suspend_p99_ms", "publish_p50_ms", "publish_p99_ms"):
+        assert out[key] > 0, key
