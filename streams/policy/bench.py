@@ -228,6 +228,14 @@ def _cedar_inputs(s: Sample) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             "scopes": ident.scopes, "approved_repositories": ident.approved_repositories}},
         {"uid": {"type": "Resource", "id": res.id}, "parents": [], "attrs": r_attrs},
     ]
+    ctx = _peer_context(req)
+    request = {"principal": {"type": "Identity", "id": ident.id}, "action": {"type": "Action", "id": req.action},
+               "resource": {"type": "Resource", "id": res.id}, "context": ctx}
+    return request, entities
+
+
+def _peer_context(req: Any) -> dict[str, Any]:
+    """The request context as the Cedar and Rego scenarios read it (times as epoch seconds)."""
     ctx: dict[str, Any] = {"now_s": NOW_S}
     c = req.context
     if c.requested_ttl_s is not None:
@@ -236,9 +244,7 @@ def _cedar_inputs(s: Sample) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         ctx["source_ip"] = c.source_ip
     if c.token_issued_at is not None:
         ctx["token_issued_at_s"] = int(c.token_issued_at.timestamp())
-    request = {"principal": {"type": "Identity", "id": ident.id}, "action": {"type": "Action", "id": req.action},
-               "resource": {"type": "Resource", "id": res.id}, "context": ctx}
-    return request, entities
+    return ctx
 
 
 def _rego_input(s: Sample) -> dict[str, Any]:
@@ -246,14 +252,7 @@ def _rego_input(s: Sample) -> dict[str, Any]:
     res = req.resource
     resource = {k: v for k, v in (("id", res.id), ("type", res.type), ("environment", res.environment),
                                   ("sensitivity", res.sensitivity), ("repository", res.repository)) if v is not None}
-    ctx: dict[str, Any] = {"now_s": NOW_S}
-    c = req.context
-    if c.requested_ttl_s is not None:
-        ctx["requested_ttl_s"] = c.requested_ttl_s
-    if c.source_ip is not None:
-        ctx["source_ip"] = c.source_ip
-    if c.token_issued_at is not None:
-        ctx["token_issued_at_s"] = int(c.token_issued_at.timestamp())
+    ctx = _peer_context(req)
     identity = {"id": ident.id, "kind": ident.kind, "status": ident.status, "tags": ident.tags,
                 "approved_repositories": ident.approved_repositories}
     return {"action": req.action, "identity": identity, "resource": resource, "context": ctx}
