@@ -27,7 +27,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
-from streams import settings
+from streams import settings, wire
 
 ECHO_REQ = "pdx.bench.echo.requests"
 ECHO_REP = "pdx.bench.echo.replies"
@@ -335,6 +335,68 @@ def run_propagation(trials: int, n_workers: int) -> dict[str, Any]:
     return asyncio.run(_propagation(trials, [f"bench-worker-{i}" for i in range(1, n_workers + 1)]))
 
 
+async def _drain(n: int, worker_id: str) -> dict[str, Any]:
+    """Queue n requests with no worker running, start one worker, time how fast it answers them all."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streams.client import PolicyClient
+    from streams.kafka_io import start_producer
+    from streams.stream_cli import spawn_worker
+
+    s = settings.load()
+    builder = PolicyClient(reply_partition=0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    tp = TopicPartition(settings.TOPIC_DECISIONS, 0)
+    consumer.assign([tp])
+    await consumer.seek_to_end(tp)
+    await consumer.position(tp)
+    producer = await start_producer(linger_ms=20)
+    try:
+        for i in range(n):
+            ident, action, resource, context = _MIX[i % len(_MIX)]
+            request = builder.build_request(ident, action, resource, context, timeout_s=3600)
+            value = wire.encode("AccessRequest", request.to_dict())
+            await producer.send(settings.TOPIC_REQUESTS, value, key=ident.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    _progress_note(f"bench drain: {n} requests queued; starting worker {worker_id}")
+    spawn_worker(s.state_dir, worker_id, {settings.ENV_AUDIT_SINK: "off"})
+    replies, first, last = 0, 0.0, 0.0
+    try:
+        while replies < n:
+            batch = await consumer.getmany(timeout_ms=120_000)
+            if not batch:
+                break
+            last = time.perf_counter()
+            first = first or last
+            replies += sum(len(v) for v in batch.values())
+    finally:
+        await consumer.stop()
+    seconds = last - first
+    return {"requests": n, "replies": replies, "seconds": round(seconds, 2),
+            "decisions_per_s": round(replies / seconds, 1) if seconds else None}
+
+
+def run_drain(n: int) -> dict[str, Any]:
+    """Per-worker throughput without a load generator competing for the CPU."""
+    from streams.demo import prepare_stack
+    from streams.devservices import procs
+
+    state_dir = settings.load().state_dir
+    for pid_file in (state_dir / "workers").glob("*worker*.pid"):
+        procs.stop(pid_file)  # the backlog must be answered by exactly one fresh worker
+    prepare_stack(start_worker=False)
+    return asyncio.run(_drain(n, "drain-worker-1"))
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    result = run_drain(args.requests)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_e2e(args: argparse.Namespace) -> int:
     result = run_e2e(args.rate, args.duration)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
@@ -353,6 +415,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--duration", type=float, default=10.0, help="seconds of load")
     p.add_argument("--json", action="store_true", help="one line of JSON on stdout")
     p.set_defaults(func=cmd_e2e)
+    p = sub.add_parser("drain", help="one worker's throughput: queue N requests, then time one worker answering them")
+    p.add_argument("--requests", type=int, default=20000)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_drain)
     p = sub.add_parser("propagation", help="time from suspend / publish until workers decide with it")
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--workers", type=int, default=2, help="workers running during the measurement")

@@ -278,7 +278,7 @@ def _count_audit_rows(request_ids: list[str], timeout_s: float = 60.0) -> int:
     return count
 
 
-def prepare_stack(worker_id: str = DEMO_WORKER) -> tuple[str, int, Path]:
+def prepare_stack(worker_id: str = DEMO_WORKER, *, start_worker: bool = True) -> tuple[str, int, Path]:
     """Local stack up, topics, audit schema, shipped policies, demo inventory, a worker and an audit sink.
 
     Returns (bundle version, identities loaded, worker log). Shared by the demo and the benchmarks.
@@ -301,6 +301,8 @@ def prepare_stack(worker_id: str = DEMO_WORKER) -> tuple[str, int, Path]:
         n_identities = asyncio.run(load_inventory(str(DEMO_INVENTORY), show_progress=False))
     pid_file = stack.state_dir / "workers" / f"{worker_id}.pid"
     log = stack.state_dir / "workers" / f"{worker_id}.log"
+    if not start_worker:
+        return version, n_identities, log
     if procs.read_pid(pid_file) is None:
         spawn_worker(stack.state_dir, worker_id, {settings.ENV_AUDIT_SINK: "off"})
     if procs.read_pid(stack.state_dir / "workers" / f"{AUDIT_SINK}.pid") is None:

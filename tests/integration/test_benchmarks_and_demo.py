@@ -66,3 +66,10 @@ def test_bench_propagation_reports_every_field(env: dict[str, str]) -> None:
     assert out["trials"] == 2
     for key in ("suspend_p50_ms", "suspend_p99_ms", "publish_p50_ms", "publish_p99_ms"):
         assert out[key] > 0, key
+
+
+def test_bench_drain_answers_the_whole_backlog(env: dict[str, str]) -> None:
+    result = _pdx(env, "bench", "drain", "--requests", "300", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    assert out["requests"] == out["replies"] == 300 and out["decisions_per_s"] > 0
