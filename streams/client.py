@@ -24,7 +24,7 @@ from typing import Any, ParamSpec, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams import settings, wire
-from streams.errors import UserError
+from streams.errors import UserError, kafka_unreachable
 from streams.policy.model import AccessRequest, Decision, Reason, RequestContext, Resource
 
 P = ParamSpec("P")
@@ -101,10 +101,7 @@ class PolicyClient:
             await self._consumer.start()
         except KafkaConnectionError:
             await self.stop()
-            raise UserError(
-                f"cannot reach Kafka at {self.bootstrap}: start it with `pdx dev up` "
-                f"or set {settings.ENV_KAFKA_BOOTSTRAP}"
-            ) from None
+            raise kafka_unreachable(self.bootstrap) from None
         parts = await self._producer.partitions_for(self.reply_topic)
         if not parts:
             await self.stop()

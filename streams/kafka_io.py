@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaConnectionError
 from aiokafka.partitioner import murmur2
 
 from streams import settings, wire
-from streams.errors import UserError
+from streams.errors import UserError, kafka_unreachable
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -30,9 +30,7 @@ async def start_producer(bootstrap: str | None = None, **kw: Any) -> AIOKafkaPro
         await producer.start()
     except KafkaConnectionError:
         await producer.stop()
-        raise UserError(
-            f"cannot reach Kafka at {bootstrap}: start it with `pdx dev up` or set {settings.ENV_KAFKA_BOOTSTRAP}"
-        ) from None
+        raise kafka_unreachable(bootstrap) from None
     return producer
 
 
@@ -81,7 +79,11 @@ async def latest_value(topic: str, key: str, bootstrap: str | None = None, timeo
     """The latest value for key in a compacted topic keyed by the default partitioner (None if absent)."""
     bootstrap = bootstrap or settings.load().kafka_bootstrap
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    await consumer.start()
+    try:
+        await consumer.start()
+    except KafkaConnectionError:
+        await consumer.stop()
+        raise kafka_unreachable(bootstrap) from None
     try:
         parts = consumer.partitions_for_topic(topic) or await _wait_partitions(consumer, topic)
         tp = TopicPartition(topic, partition_for(key, len(parts)))

@@ -17,7 +17,7 @@ from typing import Any
 from streams import settings
 from streams.devservices import procs
 from streams.devservices.progress import say
-from streams.errors import UserError
+from streams.errors import UserError, kafka_unreachable
 
 # ---- worker -------------------------------------------------------------------------------------
 
@@ -27,11 +27,25 @@ def cmd_worker(args: argparse.Namespace) -> int:
         os.environ[settings.ENV_WORKER_ID] = args.worker_id
     if args.no_audit_sink:
         os.environ[settings.ENV_AUDIT_SINK] = "off"
+    _preflight(settings.load())
     from streams.app import app
 
     sys.argv = ["pdx worker", "worker", "-l", args.loglevel, "--without-web"]
     app.main()
     return 0
+
+
+def _preflight(s: settings.Settings) -> None:
+    """Fail with one clear line instead of a worker that logs connection errors forever."""
+    from streams.devservices.services import kafka_health
+    from streams.devservices.topics import missing_topics
+
+    ok, detail = kafka_health(s.kafka_bootstrap, timeout_s=10.0)
+    if not ok:
+        raise kafka_unreachable(s.kafka_bootstrap, detail)
+    missing = asyncio.run(missing_topics(s.kafka_bootstrap))
+    if missing:
+        raise UserError(f"topics {', '.join(missing)} do not exist: run `pdx topics create` first")
 
 
 def cmd_sink(args: argparse.Namespace) -> int:
@@ -54,8 +68,12 @@ def spawn_sink(state_dir: Path, sink_id: str) -> tuple[int, Path]:
     home = state_dir / "workers"
     home.mkdir(parents=True, exist_ok=True)
     log = home / f"{sink_id}.log"
-    pid = procs.spawn([sys.executable, "-m", "streams.cli", "sink", "--sink-id", sink_id], cwd=settings.REPO_ROOT,
-                      log_file=log, pid_file=home / f"{sink_id}.pid")
+    pid = procs.spawn(
+        [sys.executable, "-m", "streams.cli", "sink", "--sink-id", sink_id],
+        cwd=settings.REPO_ROOT,
+        log_file=log,
+        pid_file=home / f"{sink_id}.pid",
+    )
     return pid, log
 
 
@@ -335,6 +353,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             )
 
     decision = asyncio.run(run())
+    if decision.reason_codes == ["pdp_timeout"]:
+        say("no decision arrived in time: is a worker running? (`pdx worker`, or `pdx demo` starts one)")
     if args.json:
         print(json.dumps(decision_json(decision), indent=2))
     else:

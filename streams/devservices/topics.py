@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from streams import settings
-from streams.errors import UserError
+from streams.errors import UserError, kafka_unreachable
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,7 @@ async def create_topics(bootstrap: str, request_partitions: int, decision_partit
     try:
         await admin.start()
     except KafkaConnectionError:
-        raise UserError(
-            f"cannot reach Kafka at {bootstrap}: start it with `pdx dev up` or set {settings.ENV_KAFKA_BOOTSTRAP}"
-        ) from None
+        raise kafka_unreachable(bootstrap) from None
     try:
         existing = await _partition_counts(admin)
         result: dict[str, str] = {}
@@ -80,3 +78,16 @@ async def _partition_counts(admin: object) -> dict[str, int]:
         return {}
     described = await admin.describe_topics(names)
     return {d["topic"]: len(d["partitions"]) for d in described if d.get("error_code", 0) == 0}
+
+
+async def missing_topics(bootstrap: str) -> list[str]:
+    """The pdx topics a worker needs that do not exist yet."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    return [t for t in settings.ALL_TOPICS if t not in existing]
