@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -23,6 +25,7 @@ from streams.sink import AuditSink
 from streams.state import WorkerState
 
 _s = settings.load()
+log = logging.getLogger("pdx.worker")
 
 #: Identifies this worker in decisions and audit records.
 WORKER_ID = os.environ.get(settings.ENV_WORKER_ID) or f"{socket.gethostname()}-{os.getpid()}"
@@ -75,6 +78,30 @@ async def audit_sink() -> None:
     if os.environ.get(settings.ENV_AUDIT_SINK, "on") == "off":
         return  # a separate `pdx sink` process writes the audit trail
     await AuditSink(_s, WORKER_ID).run()
+
+
+_rebalanced = asyncio.Event()
+
+
+@app.on_rebalance_complete.connect  # type: ignore[arg-type]  # faust types the receiver narrowly
+async def _on_rebalance_complete(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+    _rebalanced.set()
+
+
+@app.task
+async def announce_ready() -> None:
+    """Write PDX_READY_FILE once state is loaded and the group gave us our partitions (see wait_until_ready)."""
+    ready_file = os.environ.get(settings.ENV_READY_FILE)
+    await wait_state_loaded()
+    await _rebalanced.wait()
+    log.info(
+        "pdx worker %s ready: bundle %s, %d identities",
+        WORKER_ID,
+        state.bundle_version()[:12] or "(none)",
+        len(state.identities),
+    )
+    if ready_file:
+        Path(ready_file).write_text(WORKER_ID + "\n")
 
 
 async def wait_state_loaded() -> None:

@@ -321,16 +321,15 @@ async def _propagation(trials: int, workers: list[str]) -> dict[str, Any]:
 
 def run_propagation(trials: int, n_workers: int) -> dict[str, Any]:
     from streams.demo import prepare_stack
-    from streams.stream_cli import spawn_worker, wait_until_answering
+    from streams.devservices import procs
+    from streams.stream_cli import spawn_worker, wait_until_ready
 
     prepare_stack("bench-worker-1")
     state_dir = settings.load().state_dir
     for i in range(2, n_workers + 1):
-        from streams.devservices import procs
-
         if procs.read_pid(state_dir / "workers" / f"bench-worker-{i}.pid") is None:
-            spawn_worker(state_dir, f"bench-worker-{i}", {settings.ENV_AUDIT_SINK: "off"})
-    asyncio.run(wait_until_answering(120))
+            _, log = spawn_worker(state_dir, f"bench-worker-{i}", {settings.ENV_AUDIT_SINK: "off"})
+            wait_until_ready(log)
     time.sleep(5 if n_workers > 1 else 0)  # let the group rebalance onto the new workers
     return asyncio.run(_propagation(trials, [f"bench-worker-{i}" for i in range(1, n_workers + 1)]))
 

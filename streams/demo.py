@@ -288,7 +288,7 @@ def prepare_stack(worker_id: str = DEMO_WORKER, *, start_worker: bool = True) ->
     from streams.devservices import procs
     from streams.devservices.services import DevStack, Ports
     from streams.devservices.topics import create_topics
-    from streams.stream_cli import load_inventory, publish_policies, spawn_sink, spawn_worker, wait_until_answering
+    from streams.stream_cli import load_inventory, publish_policies, spawn_sink, spawn_worker, wait_until_ready
 
     s = settings.load()
     stack = DevStack(s.state_dir)
@@ -308,7 +308,7 @@ def prepare_stack(worker_id: str = DEMO_WORKER, *, start_worker: bool = True) ->
     if procs.read_pid(stack.state_dir / "workers" / f"{AUDIT_SINK}.pid") is None:
         spawn_sink(stack.state_dir, AUDIT_SINK)
     with step("Waiting for the pdx worker to answer"):
-        asyncio.run(wait_until_answering(180.0, log))
+        wait_until_ready(log)
     return version, n_identities, log
 
 

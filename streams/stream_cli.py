@@ -82,28 +82,34 @@ def spawn_worker(state_dir: Path, worker_id: str, extra_env: dict[str, str] | No
     home = state_dir / "workers"
     home.mkdir(parents=True, exist_ok=True)
     log = home / f"{worker_id}.log"
+    ready = log.with_suffix(".ready")
+    ready.unlink(missing_ok=True)
     pid = procs.spawn(
         [sys.executable, "-m", "streams.cli", "worker", "--worker-id", worker_id],
         cwd=settings.REPO_ROOT,
         log_file=log,
         pid_file=home / f"{worker_id}.pid",
-        env={settings.ENV_WORKER_ID: worker_id, **(extra_env or {})},
+        env={settings.ENV_WORKER_ID: worker_id, settings.ENV_READY_FILE: str(ready), **(extra_env or {})},
     )
     return pid, log
 
 
-async def wait_until_answering(timeout_s: float = 120.0, log: Path | None = None) -> None:
-    """Block until a worker answers a probe request (an unknown identity: a deny with a worker id)."""
-    from streams.client import PolicyClient
+def wait_until_ready(log: Path, timeout_s: float = 180.0) -> None:
+    """Block until the worker started by spawn_worker says it is deciding (state loaded, partitions assigned).
 
+    Why a file and not a probe request: a probe would be a real, audited decision about a fake identity,
+    and would show up in investigators' timelines and analysts' risk reports.
+    """
+    ready = log.with_suffix(".ready")
+    pid_file = log.with_suffix(".pid")
     deadline = time.monotonic() + timeout_s
-    async with PolicyClient(timeout_s=3.0) as client:
-        while time.monotonic() < deadline:
-            decision = await client.check("pdx-probe", "pdx:probe", {"id": "probe", "type": "probe"}, timeout=3.0)
-            if decision.worker_id:
-                return
-    hint = f" Last lines of {log}:\n{procs.tail(log)}" if log else ""
-    raise UserError(f"no pdx worker answered within {timeout_s:.0f}s.{hint}")
+    while time.monotonic() < deadline:
+        if ready.exists():
+            return
+        if procs.read_pid(pid_file) is None:
+            raise UserError(f"the pdx worker exited during start. Last lines of {log}:\n{procs.tail(log)}")
+        time.sleep(0.1)
+    raise UserError(f"the pdx worker was not ready within {timeout_s:.0f}s. Last lines of {log}:\n{procs.tail(log)}")
 
 
 def register_top(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -28,7 +28,7 @@ from streams.stream_cli import (
     publish_policies,
     spawn_worker,
     update_identity,
-    wait_until_answering,
+    wait_until_ready,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -44,7 +44,7 @@ def pipeline(services: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     asyncio.run(load_inventory(str(DEMO_INVENTORY), show_progress=False))
     state = tmp_path_factory.mktemp("workers")
     _, log = spawn_worker(state, "w1")
-    asyncio.run(wait_until_answering(180, log))
+    wait_until_ready(log)
     yield state
     for pid_file in (state / "workers").glob("*.pid"):
         procs.stop(pid_file)

@@ -24,7 +24,7 @@ from streams.client import PolicyClient
 from streams.devservices import procs
 from streams.kafka_io import latest_value
 from streams.policy import bundle_version, load_policy_dir
-from streams.stream_cli import spawn_worker, wait_until_answering
+from streams.stream_cli import spawn_worker, wait_until_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -122,7 +122,7 @@ def cli_stack(services: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         assert re.fullmatch(r"[0-9a-f]{64}", version), publish.stdout
         assert version == bundle_version(load_policy_dir(settings.POLICIES_DIR).to_bundle_content())
         assert "loaded 8 identities" in ok(load).stderr
-        asyncio.run(wait_until_answering(180, log))
+        wait_until_ready(log)
         asyncio.run(_wait_for_state(version))
         yield CliStack(version, state)
     finally:
