@@ -35,7 +35,7 @@ app = faust.App(
     broker=f"kafka://{_s.kafka_bootstrap}",
     store="memory://",
     web_enabled=False,
-    # Everything on the wire is Avro single-object encoded bytes; tables recover their changelogs raw too.
+    # Everything on the wire is Avro single-object encoded bytes, decoded by streams/wire.py.
     key_serializer="raw",
     value_serializer="raw",
     topic_partitions=_s.request_partitions,
@@ -46,8 +46,7 @@ app = faust.App(
     broker_commit_every=1000,
     broker_commit_interval=1.0,
     stream_wait_empty=False,
-    table_standby_replicas=0,
-    # Recovery of the memory tables replays their changelogs at start; keep startup quick.
+    # No faust tables (state is a replica, see streams/replica.py): nothing to wait for before consuming.
     stream_recovery_delay=0.0,
 )
 
@@ -94,14 +93,19 @@ async def announce_ready() -> None:
     ready_file = os.environ.get(settings.ENV_READY_FILE)
     await wait_state_loaded()
     await _rebalanced.wait()
+    log_state("ready")
+    if ready_file:
+        Path(ready_file).write_text(WORKER_ID + "\n")
+
+
+def log_state(what: str) -> None:
     log.info(
-        "pdx worker %s ready: bundle %s, %d identities",
+        "pdx worker %s %s: bundle %s, %d identities",
         WORKER_ID,
+        what,
         state.bundle_version()[:12] or "(none)",
         len(state.identities),
     )
-    if ready_file:
-        Path(ready_file).write_text(WORKER_ID + "\n")
 
 
 async def wait_state_loaded() -> None:

@@ -202,23 +202,8 @@ async def _measure_pdx(rate: float, duration: float, run_id: str) -> tuple[list[
     return latencies, sent, replies, elapsed
 
 
-def _audit_rows(run_id: str, expected: int, timeout_s: float) -> int:
-    from streams.audit.store import connect
-
-    client = connect(settings.load().clickhouse_url)
-    deadline = time.monotonic() + timeout_s
-    n = 0
-    while time.monotonic() < deadline:
-        n = int(client.query(
-            f"SELECT uniqExact(request_id) FROM {settings.CLICKHOUSE_DATABASE}.{settings.AUDIT_TABLE} "
-            "WHERE startsWith(request_id, {p:String})", parameters={"p": run_id + "-"}).result_rows[0][0])
-        if n >= expected:
-            break
-        time.sleep(0.5)
-    return n
-
-
 def run_e2e(rate: float, duration: float, echo_duration: float | None = None) -> dict[str, Any]:
+    from streams.audit.store import wait_for_audit_rows
     from streams.demo import prepare_stack
 
     prepare_stack("bench-worker-1")
@@ -229,7 +214,7 @@ def run_e2e(rate: float, duration: float, echo_duration: float | None = None) ->
     _progress_note(f"bench e2e: pdx at {rate:g} req/s for {duration:g}s (run {run_id})")
     latencies, sent, replies, elapsed = asyncio.run(_measure_pdx(rate, duration, run_id))
     _progress_note("bench e2e: waiting for audit rows in ClickHouse")
-    audit_rows = _audit_rows(run_id, sent, timeout_s=max(60.0, duration * 2))
+    audit_rows = wait_for_audit_rows(sent, id_prefix=run_id + "-", timeout_s=max(60.0, duration * 2))
     return {
         "offered_rps": rate,
         "achieved_rps": round(replies / elapsed, 1) if elapsed else 0.0,

@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams import settings, wire
 from streams.errors import UserError, kafka_unreachable
-from streams.policy.model import AccessRequest, Decision, Reason, RequestContext, Resource
+from streams.policy.model import AccessRequest, Decision, RequestContext, Resource
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -50,15 +50,8 @@ class StepUpRequired(PolicyDenied):
 
 
 def timeout_decision(request_id: str, timeout_s: float) -> Decision:
-    return Decision(
-        request_id=request_id,
-        decision="deny",
-        reasons=[Reason(code="pdp_timeout", message=f"no decision from pdx within {timeout_s:g}s; failing closed")],
-        matched_rules=[],
-        obligations={},
-        monitor=[],
-        bundle_version="",
-        evaluated_at=datetime.now(UTC),
+    return Decision.fail_closed(
+        request_id, "pdp_timeout", f"no decision from pdx within {timeout_s:g}s; failing closed"
     )
 
 

@@ -15,9 +15,9 @@ from typing import Any, cast
 from faust.types import EventT, StreamT
 
 from streams import settings, wire
-from streams.app import WORKER_ID, app, dlq_topic, requests_topic, state, wait_state_loaded
+from streams.app import WORKER_ID, app, dlq_topic, log_state, requests_topic, state, wait_state_loaded
 from streams.policy import evaluate
-from streams.policy.model import AccessRequest, Decision, Reason
+from streams.policy.model import AccessRequest, Decision
 
 log = logging.getLogger("pdx.decide")
 
@@ -93,18 +93,7 @@ async def handle_request(event: EventT) -> None:
 
 
 def fail_closed(request_id: str, code: str, message: str) -> Decision:
-    return Decision(
-        request_id=request_id,
-        decision="deny",
-        reasons=[Reason(code=code, message=message)],
-        matched_rules=[],
-        obligations={},
-        monitor=[],
-        bundle_version=state.bundle_version(),
-        evaluated_at=datetime.now(UTC),
-        eval_us=0,
-        worker_id=WORKER_ID,
-    )
+    return Decision.fail_closed(request_id, code, message, bundle_version=state.bundle_version(), worker_id=WORKER_ID)
 
 
 async def reply(topic: str, partition: Any, decision: Decision) -> bytes:
@@ -151,9 +140,4 @@ async def dead_letter(event: EventT, error: str) -> None:
 
 @app.timer(interval=30.0)
 async def report_state() -> None:
-    log.info(
-        "pdx worker %s: bundle %s, %d identities",
-        WORKER_ID,
-        state.bundle_version()[:12] or "(none)",
-        len(state.identities),
-    )
+    log_state("state")

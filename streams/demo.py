@@ -258,26 +258,6 @@ def _result(sc: Scenario, d: Any) -> dict[str, Any]:
     }
 
 
-def _count_audit_rows(request_ids: list[str], timeout_s: float = 60.0) -> int:
-    from streams.audit.store import connect
-
-    client = connect(settings.load().clickhouse_url)
-    deadline = time.monotonic() + timeout_s
-    count = 0
-    while time.monotonic() < deadline:
-        count = int(
-            client.query(
-                f"SELECT count(DISTINCT request_id) FROM {settings.CLICKHOUSE_DATABASE}.{settings.AUDIT_TABLE} "
-                "WHERE request_id IN {ids:Array(String)}",
-                parameters={"ids": request_ids},
-            ).result_rows[0][0]
-        )
-        if count >= len(request_ids):
-            break
-        time.sleep(0.5)
-    return count
-
-
 def prepare_stack(worker_id: str = DEMO_WORKER, *, start_worker: bool = True) -> tuple[str, int, Path]:
     """Local stack up, topics, audit schema, shipped policies, demo inventory, a worker and an audit sink.
 
@@ -313,12 +293,14 @@ def prepare_stack(worker_id: str = DEMO_WORKER, *, start_worker: bool = True) ->
 
 
 def run_demo(as_json: bool = False) -> int:
+    from streams.audit.store import wait_for_audit_rows
+
     version, n_identities, log = prepare_stack()
     window = in_change_window(datetime.now(UTC))
     with step("Running the scenarios through Kafka"):
         results = asyncio.run(_run_scenarios(scenarios(window)))
     with step("Waiting for the audit records to reach ClickHouse"):
-        audit_rows = _count_audit_rows([r["request_id"] for r in results])
+        audit_rows = wait_for_audit_rows(len(results), request_ids=[r["request_id"] for r in results])
     ok = all(r["ok"] for r in results) and audit_rows == len(results)
     timeline, report = _investigate(TIMELINE_IDENTITY)
     if as_json:

@@ -6,6 +6,7 @@ Used by the CLI and the demo; the worker consumes these topics (see app.py).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,8 @@ from aiokafka.partitioner import murmur2
 
 from streams import settings, wire
 from streams.errors import UserError, kafka_unreachable
+
+log = logging.getLogger("pdx.kafka")
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -85,7 +88,7 @@ async def latest_value(topic: str, key: str, bootstrap: str | None = None, timeo
         await consumer.stop()
         raise kafka_unreachable(bootstrap) from None
     try:
-        parts = consumer.partitions_for_topic(topic) or await _wait_partitions(consumer, topic)
+        parts = await wait_for_partitions(consumer, topic)
         tp = TopicPartition(topic, partition_for(key, len(parts)))
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
@@ -103,11 +106,20 @@ async def latest_value(topic: str, key: str, bootstrap: str | None = None, timeo
         await consumer.stop()
 
 
-async def _wait_partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    for _ in range(20):
-        await consumer._client.force_metadata_update()
+async def wait_for_partitions(consumer: AIOKafkaConsumer, topic: str, give_up_after_s: float | None = 5.0) -> set[int]:
+    """The topic's partitions, refreshing metadata until it appears; UserError after ``give_up_after_s``
+    (``None``: wait for ever, e.g. a worker started before `pdx topics create`)."""
+    loop = asyncio.get_running_loop()
+    deadline = None if give_up_after_s is None else loop.time() + give_up_after_s
+    delay = 0.2
+    while True:
         parts = consumer.partitions_for_topic(topic)
         if parts:
             return set(parts)
-        await asyncio.sleep(0.25)
-    raise UserError(f"topic {topic} does not exist: run `pdx topics create`")
+        if deadline is not None and loop.time() >= deadline:
+            raise UserError(f"topic {topic} does not exist: run `pdx topics create`")
+        if deadline is None:
+            log.warning("topic %s not found yet (run `pdx topics create`); waiting", topic)
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)

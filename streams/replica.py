@@ -21,6 +21,8 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.kafka_io import wait_for_partitions
+
 log = logging.getLogger("pdx.replica")
 
 Apply = Callable[[bytes | None, bytes | None], None]
@@ -47,7 +49,7 @@ class CompactedReplica:
         )
         await consumer.start()
         try:
-            parts = await self._partitions(consumer)
+            parts = await wait_for_partitions(consumer, self.topic, give_up_after_s=None)
             tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
@@ -76,20 +78,3 @@ class CompactedReplica:
     def _set_ready(self) -> None:
         log.info("replica of %s loaded (%d records)", self.topic, self.records)
         self.ready.set()
-
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> set[int]:
-        delay = 0.2
-        while True:
-            parts = consumer.partitions_for_topic(self.topic)
-            if parts:
-                return set(parts)
-            log.warning("topic %s not found yet (run `pdx topics create`); waiting", self.topic)
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-
-def decode_key(key: bytes | None) -> str:
-    if not key:
-        raise ValueError("record without a key")
-    return key.decode()

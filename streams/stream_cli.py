@@ -63,35 +63,32 @@ def cmd_sink(args: argparse.Namespace) -> int:
     return 0
 
 
-def spawn_sink(state_dir: Path, sink_id: str) -> tuple[int, Path]:
-    """Start `pdx sink` in the background (pid and log under state_dir/workers, stopped with them)."""
+def _spawn_pdx(state_dir: Path, name: str, args: list[str], env: dict[str, str] | None = None) -> tuple[int, Path]:
+    """Start `pdx ARGS` in the background, pid and log under state_dir/workers (`pdx dev down` stops them)."""
     home = state_dir / "workers"
     home.mkdir(parents=True, exist_ok=True)
-    log = home / f"{sink_id}.log"
+    log = home / f"{name}.log"
     pid = procs.spawn(
-        [sys.executable, "-m", "streams.cli", "sink", "--sink-id", sink_id],
+        [sys.executable, "-m", "streams.cli", *args],
         cwd=settings.REPO_ROOT,
         log_file=log,
-        pid_file=home / f"{sink_id}.pid",
+        pid_file=home / f"{name}.pid",
+        env=env,
     )
     return pid, log
+
+
+def spawn_sink(state_dir: Path, sink_id: str) -> tuple[int, Path]:
+    """Start `pdx sink` in the background; returns (pid, log)."""
+    return _spawn_pdx(state_dir, sink_id, ["sink", "--sink-id", sink_id])
 
 
 def spawn_worker(state_dir: Path, worker_id: str, extra_env: dict[str, str] | None = None) -> tuple[int, Path]:
-    """Start `pdx worker` in the background (pid and log under state_dir/workers); returns (pid, log)."""
-    home = state_dir / "workers"
-    home.mkdir(parents=True, exist_ok=True)
-    log = home / f"{worker_id}.log"
-    ready = log.with_suffix(".ready")
+    """Start `pdx worker` in the background; returns (pid, log). It writes <log>.ready when deciding."""
+    ready = state_dir / "workers" / f"{worker_id}.ready"
     ready.unlink(missing_ok=True)
-    pid = procs.spawn(
-        [sys.executable, "-m", "streams.cli", "worker", "--worker-id", worker_id],
-        cwd=settings.REPO_ROOT,
-        log_file=log,
-        pid_file=home / f"{worker_id}.pid",
-        env={settings.ENV_WORKER_ID: worker_id, settings.ENV_READY_FILE: str(ready), **(extra_env or {})},
-    )
-    return pid, log
+    env = {settings.ENV_WORKER_ID: worker_id, settings.ENV_READY_FILE: str(ready), **(extra_env or {})}
+    return _spawn_pdx(state_dir, worker_id, ["worker", "--worker-id", worker_id], env)
 
 
 def wait_until_ready(log: Path, timeout_s: float = 180.0) -> None:

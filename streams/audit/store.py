@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
@@ -337,3 +338,33 @@ class AuditWriter:
             raise AuditWriteError(
                 f"inserting {len(rows)} audit rows into {self.database}.{self.table} failed: {exc}"
             ) from exc
+
+
+def wait_for_audit_rows(
+    expected: int,
+    *,
+    request_ids: Sequence[str] | None = None,
+    id_prefix: str | None = None,
+    url: str | None = None,
+    timeout_s: float = 60.0,
+) -> int:
+    """Poll until ``expected`` distinct request ids (given, or starting with a prefix) are in the audit table.
+
+    Returns the count reached, which is below ``expected`` when the timeout passed first. Used by the demo,
+    the benchmarks and the tests to check that nothing decided went unaudited.
+    """
+    if (request_ids is None) == (id_prefix is None):
+        raise ValueError("give exactly one of request_ids or id_prefix")
+    params: dict[str, Any]
+    if request_ids is not None:
+        where, params = "request_id IN {ids:Array(String)}", {"ids": list(request_ids)}
+    else:
+        where, params = "startsWith(request_id, {prefix:String})", {"prefix": id_prefix}
+    client = connect(url or settings.load().clickhouse_url)
+    sql = f"SELECT uniqExact(request_id) FROM {settings.CLICKHOUSE_DATABASE}.{settings.AUDIT_TABLE} WHERE {where}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        count = int(client.query(sql, parameters=params).result_rows[0][0])
+        if count >= expected or time.monotonic() >= deadline:
+            return count
+        time.sleep(0.5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from streams.inventory.models import _str_list, _str_map, optional_timestamp, parse_timestamp
@@ -243,6 +243,14 @@ class Decision:
             "eval_us": self.eval_us,
             "worker_id": self.worker_id,
         }
+
+    @classmethod
+    def fail_closed(
+        cls, request_id: str, code: str, message: str, *, bundle_version: str = "", worker_id: str = ""
+    ) -> Decision:
+        """A deny decided outside the rules (deadline passed, invalid request, client timeout...)."""
+        return cls(request_id, "deny", [Reason(code=code, message=message)], [], {}, [], bundle_version,
+                   datetime.now(UTC), 0, worker_id)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Decision:

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams import settings, wire
-from streams.audit.store import connect
+from streams.audit.store import connect, wait_for_audit_rows
 from streams.client import Denied, PolicyClient, StepUpRequired
 from streams.demo import DEMO_INVENTORY, in_change_window, scenarios
 from streams.devservices import procs
@@ -57,16 +57,7 @@ async def client(pipeline: Path) -> AsyncIterator[PolicyClient]:
 
 
 def audit_count(request_ids: list[str], timeout_s: float = 60.0) -> int:
-    ch = connect(settings.load().clickhouse_url)
-    end = time.monotonic() + timeout_s
-    n = 0
-    while time.monotonic() < end:
-        n = int(ch.query(f"SELECT count(DISTINCT request_id) FROM {AUDIT} WHERE request_id IN {{ids:Array(String)}}",
-                         parameters={"ids": request_ids}).result_rows[0][0])
-        if n >= len(request_ids):
-            return n
-        time.sleep(0.5)
-    return n
+    return wait_for_audit_rows(len(request_ids), request_ids=request_ids, timeout_s=timeout_s)
 
 
 async def test_seed_scenarios_through_kafka(client: PolicyClient) -> None:
