@@ -237,6 +237,7 @@ def run_e2e(rate: float, duration: float, echo_duration: float | None = None) ->
 async def _propagation(trials: int, workers: list[str]) -> dict[str, Any]:
     from streams.client import PolicyClient
     from streams.kafka_io import partition_for, put_identities, start_producer
+    from streams.policy.testing import policy_dir_with
     from streams.stream_cli import publish_policies
 
     n_parts = settings.load().request_partitions
@@ -258,10 +259,7 @@ async def _propagation(trials: int, workers: list[str]) -> dict[str, Any]:
     resource = {"id": "feature-flags", "type": "config"}
     suspend_ms: list[float] = []
     publish_ms: list[float] = []
-    variant = Path(settings.load().state_dir) / "bench-policies"
-    variant.mkdir(parents=True, exist_ok=True)
-    for f in settings.POLICIES_DIR.glob("*.yaml"):
-        (variant / f.name).write_text(f.read_text())
+    variant = policy_dir_with(Path(settings.load().state_dir) / "bench-policies", {})
     async with PolicyClient(timeout_s=10) as client:
         seen_workers: set[str] = set()
         for ident in probes.values():

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.inventory.models import _str_list, _str_map, optional_timestamp, parse_timestamp
+from streams.inventory.models import _require_mapping, _str_list, _str_map, optional_timestamp, parse_timestamp
 
 DECISIONS = ("allow", "deny", "step_up")
 SENSITIVITIES = ("public", "internal", "confidential", "restricted")
@@ -27,12 +27,6 @@ def _opt_str(d: Mapping[str, Any], key: str, what: str) -> str | None:
     if not isinstance(v, str):
         raise ValueError(f"{what}.{key}: expected a string, got {v!r}")
     return v
-
-
-def _mapping(d: Any, what: str) -> Mapping[str, Any]:
-    if not isinstance(d, Mapping):
-        raise ValueError(f"{what}: expected a mapping, got {type(d).__name__}")
-    return d
 
 
 @dataclass(slots=True)
@@ -58,7 +52,7 @@ class Resource:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Resource:
-        d = _mapping(d, "resource")
+        d = _require_mapping(d, "resource")
         rid = _req(d, "id", "resource")
         rtype = _req(d, "type", "resource")
         if not isinstance(rid, str) or not isinstance(rtype, str):
@@ -102,7 +96,7 @@ class RequestContext:
     def from_dict(cls, d: Mapping[str, Any] | None) -> RequestContext:
         if d is None:
             return cls()
-        d = _mapping(d, "context")
+        d = _require_mapping(d, "context")
         ttl = d.get("requested_ttl_s")
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int)):
             raise ValueError(f"context.requested_ttl_s: expected an integer number of seconds, got {ttl!r}")
@@ -146,7 +140,7 @@ class AccessRequest:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AccessRequest:
-        d = _mapping(d, "request")
+        d = _require_mapping(d, "request")
         rid = d.get("request_id") or uuid.uuid4().hex
         action = _req(d, "action", "request")
         identity_id = _req(d, "identity_id", "request")
@@ -181,7 +175,7 @@ class Reason:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Reason:
-        d = _mapping(d, "reason")
+        d = _require_mapping(d, "reason")
         return cls(
             code=str(_req(d, "code", "reason")),
             message=str(d.get("message") or ""),
@@ -204,7 +198,7 @@ class MonitorOutcome:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> MonitorOutcome:
-        d = _mapping(d, "monitor outcome")
+        d = _require_mapping(d, "monitor outcome")
         return cls(
             policy=str(_req(d, "policy", "monitor")),
             rule=str(_req(d, "rule", "monitor")),
@@ -254,7 +248,7 @@ class Decision:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Decision:
-        d = _mapping(d, "decision")
+        d = _require_mapping(d, "decision")
         outcome = _req(d, "decision", "decision")
         if outcome not in DECISIONS:
             raise ValueError(f"decision.decision: {outcome!r} is not one of {', '.join(DECISIONS)}")

@@ -22,6 +22,7 @@ from streams.client import Denied, PolicyClient, StepUpRequired
 from streams.demo import DEMO_INVENTORY, in_change_window, scenarios
 from streams.devservices import procs
 from streams.devservices.topics import create_topics
+from streams.policy.testing import policy_dir_with
 from streams.stream_cli import (
     grant_approval,
     load_inventory,
@@ -109,14 +110,10 @@ async def test_publish_new_bundle_takes_effect_without_restart(client: PolicyCli
     target = {"id": "wiki", "type": "document"}
     before = await client.check("alice", "docs:read", target)
     assert before.decision == "deny" and "no_matching_rule" in before.reason_codes
-    candidate = tmp_path / "policies"
-    candidate.mkdir()
-    for f in settings.POLICIES_DIR.glob("*.yaml"):
-        (candidate / f.name).write_text(f.read_text())
-    (candidate / "docs.yaml").write_text(
+    candidate = policy_dir_with(tmp_path / "policies", {"docs.yaml": (
         "name: docs\ndescription: humans read docs\nowner: it\nmode: enforce\ncontrols: [SP800-207:PDP]\n"
         "rules:\n  - id: humans-read-docs\n    effect: allow\n    when:\n      - action: \"docs:read\"\n"
-        "      - identity.kind: human\n    reason: {code: docs_read, message: Humans may read docs.}\n")
+        "      - identity.kind: human\n    reason: {code: docs_read, message: Humans may read docs.}\n")})
     version = await publish_policies(str(candidate), "tests")
     try:
         after = await _wait_for(client, "alice", "docs:read", target, {}, "allow")

@@ -24,6 +24,7 @@ from streams.client import PolicyClient
 from streams.devservices import procs
 from streams.kafka_io import latest_value
 from streams.policy import bundle_version, load_policy_dir
+from streams.policy.testing import policy_dir_with
 from streams.stream_cli import spawn_worker, wait_until_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -333,14 +334,10 @@ def test_load_bad_files_is_a_clear_error_and_loads_nothing(cli_stack: CliStack, 
 
 
 def test_publish_invalid_policy_dir_fails_naming_file_and_problem(cli_stack: CliStack, tmp_path: Path) -> None:
-    candidate = tmp_path / "policies"
-    candidate.mkdir()
-    for f in settings.POLICIES_DIR.glob("*.yaml"):
-        (candidate / f.name).write_text(f.read_text())
-    (candidate / "broken.yaml").write_text(
+    candidate = policy_dir_with(tmp_path / "policies", {"broken.yaml": (
         "name: broken\ndescription: an invalid effect\nowner: tests\nmode: enforce\nrules:\n"
         "  - id: maybe-rule\n    effect: maybe\n    when:\n      - action: \"x:y\"\n"
-        "    reason: {code: broken, message: broken}\n")
+        "    reason: {code: broken, message: broken}\n")})
     result = pdx("policy", "publish", str(candidate), "--by", "tests")
     no_traceback(result)
     assert result.returncode != 0
