@@ -1,8 +1,36 @@
-"""Errors a person can act on. The CLI prints them as one line (no traceback) and exits 2."""
+"""One root for every error pdx raises on purpose, in families a caller can catch.
+
+* :class:`PdxError` — the root: ``except PdxError`` catches every deliberate pdx error.
+* :class:`UserError` — something a person can fix; the CLI prints it as one line (no traceback), exit 2.
+* :class:`ConfigError` — a ``PDX_*`` setting is wrong (a UserError: the message names the variable).
+* :class:`PolicyError` — a policy document or bundle is not usable (a UserError: the message names the file).
+* :class:`ContractError` — bytes or values do not fit the Avro contracts. It is also a ``ValueError``, so the
+  hot path can treat "bad input" uniformly; it is not a UserError, because it usually describes a message on
+  the wire, not something the person at the terminal typed.
+
+Why families and not one class per module: callers decide by family (print it, deny the request, dead-letter
+the bytes), and codes that travel (deny reasons) are data, in :class:`streams.model.ReasonCode`.
+"""
 
 
-class UserError(Exception):
+class PdxError(Exception):
+    """Root of every deliberate pdx error."""
+
+
+class UserError(PdxError):
     """Something the user can fix; the message says what was wrong and what to do."""
+
+
+class ConfigError(UserError):
+    """A setting (``PDX_*`` environment variable) has a value pdx cannot use."""
+
+
+class PolicyError(UserError):
+    """A policy document, directory or bundle cannot be used."""
+
+
+class ContractError(PdxError, ValueError):
+    """A message or value does not fit the Avro contracts (schemas/)."""
 
 
 def kafka_unreachable(bootstrap: str, detail: str = "") -> UserError:

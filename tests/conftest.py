@@ -4,7 +4,7 @@
 ClickHouse server (chdb engine) on free ports in a temporary state dir, once per test run, started only when
 a test asks for them. `PDX_TEST_SERVICES=containers`: testcontainers' Kafka and ClickHouse images (needs
 Docker). Either way the fixtures export PDX_KAFKA_BOOTSTRAP / PDX_CLICKHOUSE_URL so code under test that
-reads streams.settings finds the services.
+reads streams.config finds the services.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from streams import settings
+from streams import config as settings
 
 
 @dataclass

@@ -7,9 +7,9 @@
   the stream's audit sink agent calls (raises on failure so the sink retries and does not commit offsets).
 * :mod:`streams.audit.queries` / :mod:`streams.audit.risk` — timeline, explain, search, top, risk score;
   parameterised queries only.
-* :mod:`streams.audit.cli` — ``pdx audit migrate|timeline|explain|search|top|risk`` and ``pdx report risk``
+* :mod:`streams.cli.audit` — ``pdx audit migrate|timeline|explain|search|top|risk`` and ``pdx report risk``
   (:mod:`streams.audit.report`, a self-contained HTML file).
 * :mod:`streams.audit.impact` — ``pdx policy impact`` (replay / what-if under a candidate bundle).
-* :mod:`streams.audit.bench` — ``pdx bench audit``.
+* :mod:`streams.bench.audit` — ``pdx bench audit``.
 * :mod:`streams.audit.dashboard` + ``grafana/`` — Grafana dashboard JSON and provisioning.
 """

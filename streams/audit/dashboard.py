@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from streams import settings
+from streams import config as settings
 from streams.audit.risk import RISK_SQL, risk_params
 
 GRAFANA_DIR = Path(__file__).resolve().parent / "grafana"

@@ -14,53 +14,19 @@ no approval is valid. Records that cannot be rebuilt are counted under ``errors`
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from streams import settings
+from streams import config as settings
 from streams.audit.queries import T64, ch_time
 from streams.audit.store import check_identifier
+from streams.console import progress_bar
 from streams.errors import UserError
 
 NO_RULE = "(no matching rule)"
-
-
-@contextmanager
-def progress_bar(total: int | None, description: str, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr when ``enabled`` and stderr is a terminal; otherwise a no-op."""
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    if not enabled or not console.is_terminal:
-        yield lambda _n: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
 
 
 def load_candidate(path: str | Path) -> Any:
@@ -74,7 +40,7 @@ def load_candidate(path: str | Path) -> Any:
 
 
 def _cited_approvals(request: Any, identity: Any, now: datetime) -> list[Any]:
-    from streams.inventory.models import Approval
+    from streams.model import Approval
 
     aid = request.context.approval_id
     if not aid or identity is None:
@@ -107,9 +73,8 @@ def impact(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Replay the window under ``candidate`` (a compiled bundle) and summarise what would change."""
-    from streams.inventory.models import Identity
+    from streams.model import AccessRequest, Identity
     from streams.policy import evaluate
-    from streams.policy.model import AccessRequest
 
     if approvals not in ("cited", "none"):
         raise UserError("--approvals must be 'cited' or 'none'")
@@ -197,87 +162,3 @@ def impact(
         "until": until.isoformat(),
         "approvals": approvals,
     }
-
-
-def cmd_impact(args: argparse.Namespace) -> int:
-    from streams.audit.cli import audit_session, window
-
-    since, until = window(args, "7d")
-    candidate = load_candidate(args.candidate)
-    with audit_session(args) as audit:
-        result = impact(
-            audit.client,
-            candidate,
-            since,
-            until,
-            database=args.database,
-            approvals=args.approvals,
-            max_examples=args.examples,
-            limit=args.limit,
-            progress=not args.json,
-        )
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    pct = f"{result['changed'] / result['evaluated']:.2%}" if result["evaluated"] else "–"
-    console.print(
-        f"[bold]{result['evaluated']}[/bold] recorded decisions replayed under candidate "
-        f"{str(result['candidate_version'])[:12]}: [bold]{result['changed']}[/bold] would change ({pct})"
-        + (f", [red]{result['errors']} could not be replayed[/red]" if result["errors"] else "")
-    )
-    if result["by_transition"]:
-        t = Table(title="by transition")
-        t.add_column("from -> to")
-        t.add_column("decisions", justify="right")
-        for k, v in result["by_transition"].items():
-            t.add_row(k, str(v))
-        console.print(t)
-        r = Table(title="by candidate rule")
-        r.add_column("rule")
-        r.add_column("transitions")
-        for rule, c in list(result["by_rule"].items())[:30]:
-            r.add_row(rule, ", ".join(f"{k}: {v}" for k, v in c.items()))
-        console.print(r)
-        e = Table(title="examples")
-        for col in ("request_id", "identity_id", "action", "resource_id", "from", "to", "candidate_rules"):
-            e.add_column(col, overflow="fold")
-        for ex in result["examples"]:
-            e.add_row(
-                *(
-                    ", ".join(ex[c]) if isinstance(ex[c], list) else str(ex[c])
-                    for c in ("request_id", "identity_id", "action", "resource_id", "from", "to", "candidate_rules")
-                )
-            )
-        console.print(e)
-    for err in result["error_examples"]:
-        print(f"pdx: could not replay {err['request_id']}: {err['error']}", file=sys.stderr)
-    return 0
-
-
-def register(sub: Any) -> None:
-    from streams.audit.cli import _add_conn, _add_window
-
-    p = sub.add_parser(
-        "impact",
-        help="what-if: replay recorded decisions under a candidate policy directory",
-        description="Re-evaluate recorded requests with their recorded identity snapshots under a candidate bundle.",
-    )
-    p.set_defaults(func=cmd_impact)
-    p.add_argument("--candidate", required=True, help="directory of candidate policy YAML files")
-    _add_window(p, "7d")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON (no progress bar)")
-    p.add_argument(
-        "--examples", type=int, default=20, help="at most this many example request ids (default: %(default)s)"
-    )
-    p.add_argument("--limit", type=int, default=None, help="replay at most this many records (oldest first)")
-    p.add_argument(
-        "--approvals",
-        choices=("cited", "none"),
-        default="cited",
-        help="cited: a request citing context.approval_id replays as approved (default); none: no approvals",
-    )
-    _add_conn(p)

@@ -19,7 +19,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from streams import settings
+from streams import config as settings
 from streams.audit.store import check_identifier
 from streams.errors import UserError
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from streams import settings
+from streams import config as settings
 from streams.audit.store import check_identifier
 
 TOP_BY = ("denies", "step_ups", "restricted_access")

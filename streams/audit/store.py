@@ -22,8 +22,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from streams import settings
-from streams.errors import UserError
+from streams import config as settings
+from streams.errors import ContractError, PdxError, UserError
 
 try:  # clickhouse-connect is a runtime dependency; imported lazily-typed so mypy stays happy without stubs
     import clickhouse_connect
@@ -80,7 +80,7 @@ COLUMNS: tuple[str, ...] = (
 )
 
 
-class AuditRecordError(ValueError):
+class AuditRecordError(ContractError):
     """One AuditRecord cannot be mapped to a row (missing/invalid field). Carries the request id if known."""
 
     def __init__(self, message: str, request_id: str | None = None, index: int | None = None) -> None:
@@ -89,7 +89,7 @@ class AuditRecordError(ValueError):
         self.index = index
 
 
-class AuditWriteError(RuntimeError):
+class AuditWriteError(PdxError, RuntimeError):
     """ClickHouse did not acknowledge a batch; nothing may be assumed written. Retry the same batch."""
 
 

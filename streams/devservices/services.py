@@ -7,7 +7,6 @@ log file and a data dir. Kafka's jars come from Maven Central via ``kafka-pom.xm
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
@@ -22,10 +21,11 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from streams import settings
+from streams import config as settings
+from streams.console import say, step
 from streams.devservices import procs
-from streams.devservices.progress import say, step
 from streams.errors import UserError
+from streams.kafka.health import kafka_health
 
 SERVICES = ("kafka", "clickhouse")
 KAFKA_HEALTH_TIMEOUT_S = 90.0
@@ -60,7 +60,7 @@ class Ports:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get(settings.ENV_CACHE_DIR, Path.home() / ".cache" / "pdx"))
+    return settings.load().cache_dir
 
 
 class DevStack:
@@ -100,7 +100,7 @@ class DevStack:
     def health(self, name: str, ports: Ports | None = None) -> tuple[bool, str]:
         ports = ports or self.ports()
         if name == "kafka":
-            return kafka_health(f"127.0.0.1:{ports.kafka}")
+            return kafka_health(settings.load().replace(kafka_bootstrap=f"127.0.0.1:{ports.kafka}"))
         return clickhouse_health(f"http://127.0.0.1:{ports.clickhouse_http}")
 
     # ---- up / down -----------------------------------------------------------------------------
@@ -200,7 +200,7 @@ class DevStack:
             cwd=home,
             log_file=self.log_file("clickhouse"),
             pid_file=self.pid_file("clickhouse"),
-            env={"PYTHONPATH": str(settings.REPO_ROOT)},
+            env={"PYTHONPATH": str(settings.PACKAGE_PARENT)},
         )
         with step(f"Starting ClickHouse (chdb engine) on 127.0.0.1:{ports.clickhouse_http}"):
             self._wait_healthy("clickhouse", ports, CLICKHOUSE_HEALTH_TIMEOUT_S)
@@ -334,31 +334,6 @@ logger.oak.level = warn
 logger.state.name = state.change.logger
 logger.state.level = warn
 """
-
-
-def kafka_health(bootstrap: str, timeout_s: float = 3.0) -> tuple[bool, str]:
-    """A real metadata request: (healthy, detail)."""
-    import logging
-
-    from aiokafka import AIOKafkaClient  # type: ignore[import-untyped]
-
-    host, _, port = bootstrap.rpartition(":")
-    if not procs.port_open(int(port), host or "127.0.0.1"):
-        return False, f"nothing listens on {bootstrap}"
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # a failed probe is reported by us, once
-
-    async def probe() -> tuple[bool, str]:
-        client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
-        try:
-            await asyncio.wait_for(client.bootstrap(), timeout_s)
-            brokers = client.cluster.brokers()
-            return (bool(brokers), f"{len(brokers)} broker(s), controller ok" if brokers else "no brokers in metadata")
-        except Exception as exc:  # noqa: BLE001 - any failure means unhealthy; the message is the detail
-            return False, f"metadata request failed: {type(exc).__name__}: {exc}".strip()
-        finally:
-            await client.close()
-
-    return asyncio.run(probe())
 
 
 def clickhouse_health(url: str, timeout_s: float = 3.0) -> tuple[bool, str]:

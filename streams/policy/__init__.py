@@ -6,6 +6,7 @@
     decision = evaluate(bundle, request, identity, approvals, now)
 """
 
+from streams.model import AccessRequest, Decision, MonitorOutcome, Reason, RequestContext, Resource
 from streams.policy.compiler import BundleHolder, CompiledBundle, compile_bundle
 from streams.policy.evaluator import BUILTIN_CODES, evaluate
 from streams.policy.explain import Explanation, explain
@@ -21,7 +22,6 @@ from streams.policy.loader import (
     validate_content_obj,
     validate_policy_dir,
 )
-from streams.policy.model import AccessRequest, Decision, MonitorOutcome, Reason, RequestContext, Resource
 from streams.policy.testing import RequestCase, TestReport, build_request_case, run_policy_tests
 
 __all__ = [

@@ -31,7 +31,7 @@ from operator import attrgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from streams.inventory.models import Approval, Identity, iso_utc, parse_timestamp
+from streams.model import AccessRequest, Approval, Identity, MonitorOutcome, Reason, iso_utc, parse_timestamp
 from streams.policy.codegen import generate_decider, generate_rule_function, generate_watcher, rule_expression
 from streams.policy.language import (
     ENUM,
@@ -43,7 +43,6 @@ from streams.policy.language import (
     to_unit,
 )
 from streams.policy.loader import PolicyValidationError, Problem, bundle_version, validate_content_obj
-from streams.policy.model import AccessRequest, MonitorOutcome, Reason
 
 Getter = Callable[[list[Any]], Any]
 Pred = Callable[[list[Any]], bool]

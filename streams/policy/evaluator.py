@@ -17,9 +17,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from time import perf_counter_ns
 
-from streams.inventory.models import Approval, Identity
+from streams.model import AccessRequest, Approval, Decision, Identity, MonitorOutcome, Reason
 from streams.policy.compiler import EMPTY_TIERS, CompiledBundle, merge_obligations
-from streams.policy.model import AccessRequest, Decision, MonitorOutcome, Reason
 
 NO_POLICY = Reason("no_policy_loaded", "no policy bundle is loaded; failing closed")
 UNKNOWN_IDENTITY = Reason("unknown_identity", "the identity is not in the inventory; failing closed")

@@ -10,10 +10,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.inventory.models import iso_utc
+from streams.model import Decision, iso_utc
 from streams.policy.compiler import CompiledBundle, CompiledRule, ExplainNode, new_env
 from streams.policy.evaluator import evaluate
-from streams.policy.model import Decision
 from streams.policy.testing import RequestCase
 
 

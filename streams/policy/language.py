@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from streams.inventory.models import IDENTITY_KINDS, IDENTITY_STATUSES, RISK_TIERS
-from streams.policy.model import SENSITIVITIES
+from streams.model import IDENTITY_KINDS, IDENTITY_STATUSES, RISK_TIERS, SENSITIVITIES
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 EFFECTS = ("deny", "step_up", "allow")  # in precedence order: deny overrides step_up overrides allow

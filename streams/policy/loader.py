@@ -21,8 +21,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from streams.errors import UserError
-from streams.inventory.models import iso_utc, parse_timestamp
+from streams.errors import PolicyError
+from streams.model import iso_utc, parse_timestamp
 from streams.policy.language import (
     BOOL,
     COMBINATORS,
@@ -74,7 +74,7 @@ class Problem:
                 "severity": self.severity}
 
 
-class PolicyValidationError(UserError):
+class PolicyValidationError(PolicyError):
     """A policy set (directory or bundle content) is invalid; ``.problems`` lists every problem found."""
 
     def __init__(self, problems: list[Problem]):

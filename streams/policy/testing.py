@@ -33,17 +33,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from streams.inventory.models import Approval, Identity, parse_timestamp
+from streams.errors import PolicyError
+from streams.model import AccessRequest, Approval, Decision, Identity, parse_timestamp
 from streams.policy.compiler import CompiledBundle
 from streams.policy.evaluator import evaluate
 from streams.policy.loader import PolicySet, PolicyValidationError, Problem, read_yaml_file
-from streams.policy.model import AccessRequest, Decision
 
 CASE_KEYS = {"name", "description", "identity", "request", "resource", "context", "approvals", "now", "expect"}
 EXPECT_KEYS = {"decision", "reasons", "matched_rules", "obligations", "monitor"}
 
 
-class CaseError(ValueError):
+class CaseError(PolicyError, ValueError):
     """A test case or request file is malformed (message names the case and field)."""
 
 
@@ -245,7 +245,7 @@ def run_policy_tests(policy_set: PolicySet, tests_dir: str | Path) -> TestReport
 def policy_dir_with(dest: Path, extra_files: Mapping[str, str], source: Path | None = None) -> Path:
     """A copy of a policy directory (default: the shipped policies/) plus extra policy files: a candidate
     for `pdx policy publish` or `impact` in tests and benchmarks."""
-    from streams.settings import POLICIES_DIR
+    from streams.config import POLICIES_DIR
 
     dest.mkdir(parents=True, exist_ok=True)
     for f in (source or POLICIES_DIR).glob("*.yaml"):

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from streams.audit import synthetic
 from streams.audit.dashboard import dashboard_queries, expand_macros
-from streams.audit.testing import AuditDB, fresh_database
+from streams.bench import synthetic
+from streams.bench.auditdb import AuditDB, fresh_database
 
 pytestmark = pytest.mark.integration
 

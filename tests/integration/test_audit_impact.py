@@ -11,17 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from streams import settings
-from streams.audit import synthetic
+from streams import config as settings
 from streams.audit.impact import impact, load_candidate
-from streams.audit.testing import AuditDB, fresh_database
-from streams.cli import main
+from streams.bench import synthetic
+from streams.bench.auditdb import AuditDB, fresh_database
+from streams.cli.main import main
+from streams.model import AccessRequest, Identity
 
 pytestmark = pytest.mark.integration
 
 pol = pytest.importorskip("streams.policy")
-from streams.inventory.models import Identity  # noqa: E402
-from streams.policy.model import AccessRequest  # noqa: E402
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 T0 = NOW - timedelta(hours=3)

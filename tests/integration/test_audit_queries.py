@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from streams.audit import synthetic
 from streams.audit.queries import SearchFilters
-from streams.audit.testing import AuditDB, fresh_database
-from streams.cli import main
+from streams.bench import synthetic
+from streams.bench.auditdb import AuditDB, fresh_database
+from streams.cli.main import main
 
 pytestmark = pytest.mark.integration
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from streams.audit import synthetic
 from streams.audit.report import COLORS
 from streams.audit.risk import WEIGHTS, risk_scores, stale_credentials
-from streams.audit.testing import AuditDB, fresh_database
-from streams.cli import main
+from streams.bench import synthetic
+from streams.bench.auditdb import AuditDB, fresh_database
+from streams.cli.main import main
 
 pytestmark = pytest.mark.integration
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from streams import settings
-from streams.audit import synthetic
+from streams import config as settings
 from streams.audit.migrate import MigrationError, applied_versions, current_ttl_days, migrate
 from streams.audit.store import AuditRecordError, AuditWriteError, AuditWriter, connect
-from streams.audit.testing import AuditDB, fresh_database
+from streams.bench import synthetic
+from streams.bench.auditdb import AuditDB, fresh_database
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from streams import settings
+from streams import config as settings
 from streams.devservices import procs
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -30,7 +30,7 @@ def env(services: Any) -> Iterator[dict[str, str]]:
 
 
 def _pdx(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "streams.cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=600, check=False)
 
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from streams import settings
+from streams import config as settings
 
 pytestmark = pytest.mark.integration
 
 
 def _pdx(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
+        [sys.executable, "-m", "streams.cli.main", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},

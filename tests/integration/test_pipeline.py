@@ -16,21 +16,16 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams import settings, wire
+from streams import config as settings
 from streams.audit.store import connect, wait_for_audit_rows
 from streams.client import Denied, PolicyClient, StepUpRequired
-from streams.demo import DEMO_INVENTORY, in_change_window, scenarios
+from streams.contracts import wire
+from streams.demo.runner import DEMO_INVENTORY, in_change_window, scenarios
 from streams.devservices import procs
-from streams.devservices.topics import create_topics
+from streams.devservices.workers import spawn_worker, wait_until_ready
+from streams.kafka.topics import create_topics
+from streams.ops import grant_approval, load_inventory, publish_policies, update_identity
 from streams.policy.testing import policy_dir_with
-from streams.stream_cli import (
-    grant_approval,
-    load_inventory,
-    publish_policies,
-    spawn_worker,
-    update_identity,
-    wait_until_ready,
-)
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 AUDIT = f"{settings.CLICKHOUSE_DATABASE}.{settings.AUDIT_TABLE}"
@@ -40,7 +35,7 @@ AUDIT = f"{settings.CLICKHOUSE_DATABASE}.{settings.AUDIT_TABLE}"
 def pipeline(services: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Topics, the shipped policies, the demo inventory and one running worker."""
     s = settings.load()
-    asyncio.run(create_topics(s.kafka_bootstrap, 4, 4))
+    asyncio.run(create_topics(s, 4, 4))
     asyncio.run(publish_policies(str(settings.POLICIES_DIR), "tests"))
     asyncio.run(load_inventory(str(DEMO_INVENTORY), show_progress=False))
     state = tmp_path_factory.mktemp("workers")
@@ -258,9 +253,10 @@ async def test_two_workers_share_partitions_and_answer_once(pipeline: Path, clie
 
 
 async def _put_agent(ident: str) -> None:
-    from streams.kafka_io import put_identities, start_producer
+    from streams.kafka.clients import start_producer
+    from streams.kafka.state import put_identities
 
-    producer = await start_producer()
+    producer = await start_producer(settings.load())
     try:
         await put_identities(producer, [{
             "id": ident, "kind": "agent", "owner": "tests", "status": "active", "environments": ["production"],

@@ -19,13 +19,14 @@ from typing import Any
 
 import pytest
 
-from streams import settings, wire
+from streams import config as settings
 from streams.client import PolicyClient
+from streams.contracts import wire
 from streams.devservices import procs
-from streams.kafka_io import latest_value
+from streams.devservices.workers import spawn_worker, wait_until_ready
+from streams.kafka.state import latest_value
 from streams.policy import bundle_version, load_policy_dir
 from streams.policy.testing import policy_dir_with
-from streams.stream_cli import spawn_worker, wait_until_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -35,7 +36,7 @@ PROD_PIPELINE = ["--resource-type", "pipeline", "--resource-id", "release-prod",
 
 
 def _cmd(args: tuple[str, ...]) -> list[str]:
-    return [sys.executable, "-m", "streams.cli", *args]
+    return [sys.executable, "-m", "streams.cli.main", *args]
 
 
 def pdx(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
@@ -144,7 +145,7 @@ async def _wait_for_state(version: str, timeout_s: float = 60.0) -> None:
 
 
 def _identity_in_topic(identity_id: str) -> dict[str, Any] | None:
-    raw = asyncio.run(latest_value(settings.TOPIC_INVENTORY, identity_id))
+    raw = asyncio.run(latest_value(settings.load(), settings.TOPIC_INVENTORY, identity_id))
     return None if raw is None else wire.decode_as("Identity", raw)
 
 
@@ -343,5 +344,5 @@ def test_publish_invalid_policy_dir_fails_naming_file_and_problem(cli_stack: Cli
     assert result.returncode != 0
     assert result.stdout == ""  # no version printed
     assert "broken.yaml:7" in result.stderr and "effect" in result.stderr and "'maybe'" in result.stderr
-    raw = asyncio.run(latest_value(settings.TOPIC_POLICIES, "current"))
+    raw = asyncio.run(latest_value(settings.load(), settings.TOPIC_POLICIES, "current"))
     assert raw is not None and wire.decode_as("PolicyBundle", raw)["version"] == cli_stack.version

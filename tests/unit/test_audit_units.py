@@ -12,9 +12,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams import settings
-from streams.audit import synthetic
-from streams.audit.cli import parse_when
+from streams import config as settings
 from streams.audit.dashboard import (
     DASHBOARD_FILE,
     DATASOURCE_UID,
@@ -27,6 +25,8 @@ from streams.audit.migrate import discover, params
 from streams.audit.queries import SearchFilters, glob_to_regex
 from streams.audit.report import hbars, render_html, stacked_columns
 from streams.audit.store import COLUMNS, AuditRecordError, audit_row, check_identifier, credential_age_days, dedup_token
+from streams.bench import synthetic
+from streams.cli.audit import parse_when
 from streams.errors import UserError
 
 T = datetime(2026, 5, 4, 12, 0, 0, 250000, tzinfo=UTC)

@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from streams import settings
+from streams import config as settings
 from streams.devservices.procs import free_port
 
 
 def _pdx(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, settings.ENV_KAFKA_BOOTSTRAP: f"127.0.0.1:{free_port()}",
            settings.ENV_CLICKHOUSE_URL: f"http://127.0.0.1:{free_port()}"}
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "streams.cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=120, check=False)
 
 

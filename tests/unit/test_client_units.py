@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
+from streams.cli.approve import parse_ttl
 from streams.client import Denied, PolicyDenied, StepUpRequired, timeout_decision
 from streams.errors import UserError
-from streams.kafka_io import partition_for
-from streams.policy.model import Decision, Reason
-from streams.stream_cli import parse_ttl
+from streams.kafka.state import partition_for
+from streams.model import Decision, Reason
 
 KEYS = ["", "a", "agent-intern", "wf-release-legacy", "agent-config-bot/apr-0123456789ab", "ünïcødé-agent",
         "x" * 500, "sa-deploy-payments", *(f"agent-{i}" for i in range(200))]

@@ -6,7 +6,7 @@ import re
 
 import yaml
 
-from streams import settings
+from streams import config as settings
 
 
 def _compose() -> dict:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from streams import settings
+from streams import config as settings
 from streams.devservices import procs
 from streams.devservices.services import DevStack, Ports, _check_ports
-from streams.devservices.topics import topic_specs
-from streams.errors import UserError
+from streams.errors import ConfigError, UserError
+from streams.kafka.topics import topic_specs
 
 
 def test_topic_specs_copartition_and_compaction() -> None:
@@ -48,7 +48,7 @@ def test_settings_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(settings.ENV_KAFKA_BOOTSTRAP, "broker:1")
     assert settings.load().kafka_bootstrap == "broker:1"
     monkeypatch.setenv(settings.ENV_KAFKA_PORT, "not-a-number")
-    with pytest.raises(SystemExit, match="not an integer"):
+    with pytest.raises(ConfigError, match="PDX_KAFKA_PORT=.* is not an integer"):
         settings.load()
 
 

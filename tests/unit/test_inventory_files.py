@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from streams.errors import UserError
-from streams.inventory import Identity
-from streams.inventory.files import read_inventory, resolve_relative
+from streams.model import Identity
+from streams.model.inventory_file import read_inventory, resolve_relative
 
 NOW = datetime(2025, 6, 3, 10, 0, tzinfo=UTC)
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "inventory.yaml"

@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from streams.inventory import Approval, Credential, Identity, approval_valid, parse_timestamp
+from streams.model import Approval, Credential, Identity, approval_valid, parse_timestamp
 
 NOW = datetime(2025, 6, 3, 10, 0, tzinfo=UTC)
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from streams.cli import main
-from streams.policy.bench import generate_samples, pdx_bundle, run_engine_bench
+from streams.bench.engine import generate_samples, pdx_bundle, run_engine_bench
+from streams.cli.main import main
 
 
 def test_pdx_only_bench_produces_rows_for_10_and_large_rule_counts():
@@ -17,7 +17,7 @@ def test_pdx_only_bench_produces_rows_for_10_and_large_rule_counts():
 
 
 def test_generated_workload_has_both_outcomes():
-    from streams.policy.bench import NOW
+    from streams.bench.engine import NOW
     from streams.policy.evaluator import evaluate
 
     b = pdx_bundle(10)

@@ -5,10 +5,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from streams.inventory import Approval, Credential, Identity
+from streams.model import Approval, Credential, Identity, RequestContext, Resource
 from streams.policy import AccessRequest, evaluate, policy_set_from_documents
 from streams.policy.compiler import new_env
-from streams.policy.model import RequestContext, Resource
 
 NOW = datetime(2025, 6, 3, 10, 0, tzinfo=UTC)  # Tuesday
 
@@ -292,8 +291,8 @@ def test_non_indexable_action_conditions_still_apply():
 
 def test_generated_fast_path_agrees_with_closure_tree_on_random_requests():
     """The code-generated predicate and the closure tree (explain) are two compilations of one rule."""
+    from streams.config import POLICIES_DIR
     from streams.policy import load_policy_dir
-    from streams.settings import POLICIES_DIR
 
     b = load_policy_dir(POLICIES_DIR).compile()
     rng = random.Random(1)

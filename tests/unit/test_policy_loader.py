@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 
+from streams.config import POLICIES_DIR
 from streams.errors import UserError
 from streams.policy import (
     BundleHolder,
@@ -15,7 +16,6 @@ from streams.policy import (
     load_policy_dir,
     validate_policy_dir,
 )
-from streams.settings import POLICIES_DIR
 
 HEADER = """\
 name: p

@@ -9,9 +9,8 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.inventory import Identity
+from streams.model import Identity, RequestContext, Resource
 from streams.policy import AccessRequest, evaluate, policy_set_from_documents
-from streams.policy.model import RequestContext, Resource
 
 NOW = datetime(2025, 6, 3, 10, 0, tzinfo=UTC)
 KINDS = ["agent", "service_account", "workload", "human"]

@@ -6,11 +6,11 @@ import textwrap
 
 import pytest
 
-from streams.cli import main
+from streams.cli.main import main
+from streams.cli.policy import read_bundle_file
+from streams.config import POLICIES_DIR
 from streams.policy import compile_bundle, load_policy_dir
-from streams.policy.cli import read_bundle_file
 from streams.policy.lint import contradictions
-from streams.settings import POLICIES_DIR
 
 POLICY = """\
 name: p

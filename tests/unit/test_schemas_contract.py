@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from streams import wire
-from streams.settings import REPO_ROOT, SCHEMAS_DIR
+from streams.config import REPO_ROOT, SCHEMAS_DIR
+from streams.contracts import wire
 
 CONTRACTS = (REPO_ROOT / "docs" / "contracts.md").read_text(encoding="utf-8")
 README = (SCHEMAS_DIR / "README.md").read_text(encoding="utf-8")
@@ -174,7 +174,7 @@ def test_readme_load_order_matches_the_code() -> None:
 def test_readme_fingerprint_table_matches_the_code() -> None:
     for name in wire.known_schemas():
         row = re.search(rf"^\| {name} \| `(0x[0-9a-f]{{16}})` \| `([0-9a-f ]+)` \|", README, re.M)
-        assert row, f"schemas/README.md has no fingerprint row for {name}; run `python -m streams.wire`"
+        assert row, f"schemas/README.md has no fingerprint row for {name}; run `python -m streams.contracts.wire`"
         assert row.group(1) == wire.fingerprint_hex(name), f"{name} changed: update schemas/README.md"
         assert bytes.fromhex(row.group(2)) == b"\xc3\x01" + wire.fingerprint(name)
 

@@ -1,4 +1,4 @@
-"""streams.wire: Avro single-object encoding of the pdx contracts."""
+"""streams.contracts.wire: Avro single-object encoding of the pdx contracts."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from fastavro.schema import parse_schema, to_parsing_canonical_form
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import wire
-from streams.wire import WireError
+from streams.contracts import wire
+from streams.contracts.wire import WireError
 
 UTC = dt.UTC
 T_MS = dt.datetime(2026, 3, 1, 9, 30, 15, 123000, tzinfo=UTC)  # millisecond precision (timestamp-millis)

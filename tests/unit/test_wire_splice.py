@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import wire
-from streams.inventory.files import read_inventory
-from streams.policy.model import AccessRequest, Decision, Reason, RequestContext, Resource
-from streams.settings import REPO_ROOT
+from streams.config import REPO_ROOT
+from streams.contracts import wire
+from streams.model import AccessRequest, Decision, Reason, RequestContext, Resource
+from streams.model.inventory_file import read_inventory
 
 IDENTITY = read_inventory(REPO_ROOT / "examples" / "inventory.yaml")[0]
 

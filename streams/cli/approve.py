@@ -1,0 +1,48 @@
+"""`pdx approve`: grant a time-bounded pre-approval."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+from datetime import timedelta
+
+from streams.console import say
+from streams.errors import UserError
+from streams.ops import grant_approval
+
+
+def parse_ttl(text: str) -> timedelta:
+    """'30m', '4h', '2d', '45s' or plain seconds; must be positive and representable."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip()
+    try:
+        seconds = float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
+        ttl = timedelta(seconds=seconds)
+    except (ValueError, IndexError, OverflowError):
+        raise UserError(f"--ttl {text!r}: give a duration like 30m, 4h or 2d") from None
+    if ttl <= timedelta(0):
+        raise UserError(f"--ttl {text!r}: the duration must be positive")
+    return ttl
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    approval = asyncio.run(
+        grant_approval(
+            args.identity, args.action, args.resource, parse_ttl(args.ttl), args.by or getpass.getuser(), args.id
+        )
+    )
+    print(approval["approval_id"])
+    say(f"approved {args.identity} for {args.action} on {args.resource} until {approval['expires_at'].isoformat()}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("approve", help="grant a time-bounded pre-approval")
+    p.add_argument("--identity", required=True)
+    p.add_argument("--action", required=True, help="action or glob, e.g. config:write")
+    p.add_argument("--resource", required=True, help="resource id or glob")
+    p.add_argument("--ttl", default="1h", help="how long the approval is valid: 30m, 4h, 2d (default 1h)")
+    p.add_argument("--by", default=None, help="who approves (default: current user)")
+    p.add_argument("--id", default=None, help="approval id (default: generated)")
+    p.set_defaults(func=cmd_approve)

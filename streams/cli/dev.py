@@ -1,0 +1,114 @@
+"""`pdx dev up|status|down [SERVICE]`: the local Kafka and ClickHouse."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from streams import config as settings
+from streams.console import say
+from streams.devservices.services import SERVICES, DevStack, Ports
+
+
+def _stack(args: argparse.Namespace) -> DevStack:
+    return DevStack(Path(args.state_dir) if args.state_dir else settings.load().state_dir)
+
+
+def _names(args: argparse.Namespace) -> tuple[str, ...]:
+    return (args.service,) if args.service else SERVICES
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    requested = Ports.free() if args.free_ports else Ports.from_settings(settings.load())
+    for attr in ("kafka", "kafka_controller", "clickhouse_http", "clickhouse_tcp"):
+        value = getattr(args, f"{attr}_port", None)
+        if value:
+            setattr(requested, attr, value)
+    ports = stack.up(_names(args), requested)
+    if args.print_env:
+        for key, value in ports.env().items():
+            print(f"export {key}={value}")
+    else:
+        say(
+            f"pdx dev: Kafka at 127.0.0.1:{ports.kafka}, ClickHouse at http://127.0.0.1:{ports.clickhouse_http} "
+            f"(state in {stack.state_dir}); stop with `pdx dev down`"
+        )
+    return 0
+
+
+def status_rows(stack: DevStack, names: tuple[str, ...]) -> list[dict[str, object]]:
+    ports = stack.ports()
+    rows: list[dict[str, object]] = []
+    for name in names:
+        pid = stack.running_pid(name)
+        ok, detail = stack.health(name, ports) if pid else (False, "not running")
+        port = ports.kafka if name == "kafka" else ports.clickhouse_http
+        rows.append(
+            {
+                "service": name,
+                "healthy": ok,
+                "pid": pid,
+                "port": port,
+                "detail": detail,
+                "log": str(stack.log_file(name)),
+            }
+        )
+    return rows
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    rows = status_rows(stack, _names(args))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        table = Table(title=f"pdx dev services ({stack.state_dir})")
+        for col in ("service", "status", "pid", "port", "detail"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(
+                str(r["service"]),
+                "[green]healthy[/green]" if r["healthy"] else "[red]down[/red]",
+                str(r["pid"] or "-"),
+                str(r["port"]),
+                str(r["detail"]),
+            )
+        Console().print(table)
+    return 0 if all(r["healthy"] for r in rows) else 1
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    stopped = stack.down(_names(args))
+    say(f"pdx dev: stopped {', '.join(stopped)}" if stopped else "pdx dev: nothing was running")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    dev = sub.add_parser("dev", help="local Kafka and ClickHouse for the demo and tests")
+    dev_sub = dev.add_subparsers(dest="dev_command", metavar="up|status|down", required=True)
+    for name, func, help_text in (
+        ("up", cmd_up, "start the local services (idempotent)"),
+        ("status", cmd_status, "check health for real; exit 1 if anything is down"),
+        ("down", cmd_down, "stop the local services started from this state dir"),
+    ):
+        p = dev_sub.add_parser(name, help=help_text)
+        p.add_argument("service", nargs="?", choices=SERVICES, help="only this service")
+        p.add_argument(
+            "--state-dir", help=f"state directory (default ${settings.ENV_STATE_DIR} or {settings.DEFAULT_STATE_DIR})"
+        )
+        p.set_defaults(func=func)
+        if name == "up":
+            p.add_argument("--free-ports", action="store_true", help="pick free ports instead of the defaults")
+            p.add_argument("--print-env", action="store_true", help="print `export PDX_...` lines for the chosen ports")
+            p.add_argument("--kafka-port", type=int)
+            p.add_argument("--kafka-controller-port", type=int)
+            p.add_argument("--clickhouse-http-port", type=int)
+            p.add_argument("--clickhouse-tcp-port", type=int)
+        if name == "status":
+            p.add_argument("--json", action="store_true", help="print JSON")

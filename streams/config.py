@@ -1,0 +1,266 @@
+"""Configuration: one source of truth for every topic name, port, version and ``PDX_*`` environment variable.
+
+Everything that another module, the compose file, the README or a test needs to agree on lives here.
+Values can be overridden with ``PDX_*`` environment variables; defaults point at the local dev services
+started by ``pdx dev up``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streams.errors import ConfigError
+
+#: Apache Kafka version run by ``pdx dev`` (resolved from Maven Central; see streams/devservices/kafka-pom.xml).
+KAFKA_VERSION = "4.1.1"
+#: Scala build of the Kafka server artifact (``kafka_2.13``).
+KAFKA_SCALA = "2.13"
+#: Image tags used by compose.yaml (checked by a unit test).
+KAFKA_IMAGE = f"apache/kafka:{KAFKA_VERSION}"
+CLICKHOUSE_IMAGE = "clickhouse/clickhouse-server:25.8"
+
+#: The directory holding the ``streams`` package (a checkout, or site-packages when installed).
+PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+REPO_ROOT = PACKAGE_PARENT
+SCHEMAS_DIR = REPO_ROOT / "schemas"
+POLICIES_DIR = REPO_ROOT / "policies"
+AUDIT_SQL_DIR = Path(__file__).resolve().parent / "audit" / "sql"
+
+# ---- topics -------------------------------------------------------------------------------------
+TOPIC_REQUESTS = "pdx.requests"
+TOPIC_DECISIONS = "pdx.decisions"
+TOPIC_AUDIT = "pdx.audit"
+TOPIC_DLQ = "pdx.dlq"
+TOPIC_INVENTORY = "pdx.inventory"
+TOPIC_APPROVALS = "pdx.approvals"
+TOPIC_POLICIES = "pdx.policies"
+#: Topics whose records are current state keyed by id: compacted, so the latest value per key survives.
+COMPACTED_TOPICS = (TOPIC_INVENTORY, TOPIC_APPROVALS, TOPIC_POLICIES)
+ALL_TOPICS = (TOPIC_REQUESTS, TOPIC_DECISIONS, TOPIC_AUDIT, TOPIC_DLQ, *COMPACTED_TOPICS)
+
+# ---- ClickHouse ---------------------------------------------------------------------------------
+CLICKHOUSE_DATABASE = "pdx"
+AUDIT_TABLE = "audit_decisions"
+
+# ---- environment variables ----------------------------------------------------------------------
+ENV_KAFKA_BOOTSTRAP = "PDX_KAFKA_BOOTSTRAP"
+ENV_CLICKHOUSE_URL = "PDX_CLICKHOUSE_URL"
+ENV_STATE_DIR = "PDX_STATE_DIR"
+ENV_KAFKA_PORT = "PDX_KAFKA_PORT"
+ENV_KAFKA_CONTROLLER_PORT = "PDX_KAFKA_CONTROLLER_PORT"
+ENV_CLICKHOUSE_HTTP_PORT = "PDX_CLICKHOUSE_HTTP_PORT"
+ENV_CLICKHOUSE_TCP_PORT = "PDX_CLICKHOUSE_TCP_PORT"
+ENV_REQUEST_PARTITIONS = "PDX_REQUEST_PARTITIONS"
+ENV_DECISION_PARTITIONS = "PDX_DECISION_PARTITIONS"
+ENV_WORKER_ID = "PDX_WORKER_ID"
+ENV_APP_ID = "PDX_APP_ID"
+ENV_AUDIT_TTL_DAYS = "PDX_AUDIT_TTL_DAYS"
+ENV_TEST_SERVICES = "PDX_TEST_SERVICES"
+ENV_AUDIT_SINK = "PDX_AUDIT_SINK"
+ENV_AUDIT_BATCH_MAX = "PDX_AUDIT_BATCH_MAX"
+ENV_AUDIT_BATCH_WAIT_MS = "PDX_AUDIT_BATCH_WAIT_MS"
+ENV_CACHE_DIR = "PDX_CACHE_DIR"
+ENV_PRODUCER_LINGER_MS = "PDX_PRODUCER_LINGER_MS"
+ENV_READY_FILE = "PDX_READY_FILE"
+
+DEFAULT_KAFKA_PORT = 9092
+DEFAULT_KAFKA_CONTROLLER_PORT = 9093
+DEFAULT_CLICKHOUSE_HTTP_PORT = 8123
+DEFAULT_CLICKHOUSE_TCP_PORT = 9000
+DEFAULT_STATE_DIR = ".pdx"
+DEFAULT_REQUEST_PARTITIONS = 4
+DEFAULT_DECISION_PARTITIONS = 8
+DEFAULT_APP_ID = "pdx-decider"
+DEFAULT_AUDIT_TTL_DAYS = 400
+
+
+ENV_KAFKA_SECURITY_PROTOCOL = "PDX_KAFKA_SECURITY_PROTOCOL"
+ENV_KAFKA_SASL_MECHANISM = "PDX_KAFKA_SASL_MECHANISM"
+ENV_KAFKA_SASL_USERNAME = "PDX_KAFKA_SASL_USERNAME"
+ENV_KAFKA_SASL_PASSWORD = "PDX_KAFKA_SASL_PASSWORD"  # noqa: S105 - the variable's name, not a secret
+ENV_KAFKA_SSL_CAFILE = "PDX_KAFKA_SSL_CAFILE"
+ENV_KAFKA_SSL_CERTFILE = "PDX_KAFKA_SSL_CERTFILE"
+ENV_KAFKA_SSL_KEYFILE = "PDX_KAFKA_SSL_KEYFILE"
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+TEST_SERVICE_MODES = ("local", "containers")
+
+
+def default_worker_id() -> str:
+    """``host-pid``: unique per process on a host, readable in decisions and audit rows."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How every Kafka client authenticates (streams/kafka/clients.py applies it to each client it builds)."""
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)  # never printed
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every ``PDX_*`` setting, read and validated once by :meth:`from_env`.
+
+    Why one frozen object: the worker, the sink and the client are built *from* a Settings (see
+    ``streams.worker.app.build_app``), so tests build them from a Settings of their own instead of patching
+    the environment, and a wrong value fails at start with the variable's name, not deep in a client.
+    No other module reads ``os.environ`` for pdx settings.
+    """
+
+    state_dir: Path
+    cache_dir: Path
+    kafka_port: int
+    kafka_controller_port: int
+    clickhouse_http_port: int
+    clickhouse_tcp_port: int
+    kafka_bootstrap: str
+    clickhouse_url: str
+    request_partitions: int
+    decision_partitions: int
+    app_id: str
+    worker_id: str
+    #: worker producer linger: 0 is lowest latency; a few ms batch replies and audit records (less CPU per decision)
+    producer_linger_ms: int
+    audit_ttl_days: int
+    #: whether a worker runs the audit sink itself (False: a separate `pdx sink` process does)
+    audit_sink: bool
+    audit_batch_max: int
+    audit_batch_wait_ms: int
+    #: written by a worker once it decides (state loaded, partitions assigned); None: not written
+    ready_file: Path | None
+    test_services: str
+    kafka_security: KafkaSecurity
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``env`` (default: the process environment); ConfigError naming the variable if a
+        value is unusable."""
+        e = _Env(os.environ if env is None else env)
+        kafka_port = e.port(ENV_KAFKA_PORT, DEFAULT_KAFKA_PORT)
+        http_port = e.port(ENV_CLICKHOUSE_HTTP_PORT, DEFAULT_CLICKHOUSE_HTTP_PORT)
+        ready = e.text(ENV_READY_FILE, "")
+        return cls(
+            state_dir=Path(e.text(ENV_STATE_DIR, DEFAULT_STATE_DIR)).resolve(),
+            cache_dir=Path(e.text(ENV_CACHE_DIR, "") or Path.home() / ".cache" / "pdx"),
+            kafka_port=kafka_port,
+            kafka_controller_port=e.port(ENV_KAFKA_CONTROLLER_PORT, DEFAULT_KAFKA_CONTROLLER_PORT),
+            clickhouse_http_port=http_port,
+            clickhouse_tcp_port=e.port(ENV_CLICKHOUSE_TCP_PORT, DEFAULT_CLICKHOUSE_TCP_PORT),
+            kafka_bootstrap=e.text(ENV_KAFKA_BOOTSTRAP, "") or f"127.0.0.1:{kafka_port}",
+            clickhouse_url=e.text(ENV_CLICKHOUSE_URL, "") or f"http://127.0.0.1:{http_port}",
+            request_partitions=e.integer(ENV_REQUEST_PARTITIONS, DEFAULT_REQUEST_PARTITIONS, low=1),
+            decision_partitions=e.integer(ENV_DECISION_PARTITIONS, DEFAULT_DECISION_PARTITIONS, low=1),
+            app_id=e.text(ENV_APP_ID, DEFAULT_APP_ID) or DEFAULT_APP_ID,
+            worker_id=e.text(ENV_WORKER_ID, "") or default_worker_id(),
+            producer_linger_ms=e.integer(ENV_PRODUCER_LINGER_MS, 1, low=0, high=60_000),
+            audit_ttl_days=e.integer(ENV_AUDIT_TTL_DAYS, DEFAULT_AUDIT_TTL_DAYS, low=1),
+            audit_sink=e.choice(ENV_AUDIT_SINK, "on", ("on", "off")) == "on",
+            audit_batch_max=e.integer(ENV_AUDIT_BATCH_MAX, 5000, low=1),
+            audit_batch_wait_ms=e.integer(ENV_AUDIT_BATCH_WAIT_MS, 1000, low=0),
+            ready_file=Path(ready) if ready else None,
+            test_services=e.choice(ENV_TEST_SERVICES, "local", TEST_SERVICE_MODES),
+            kafka_security=_kafka_security(e),
+        )
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (e.g. ``cfg.replace(worker_id="w2")``)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _kafka_security(e: _Env) -> KafkaSecurity:
+    protocol = e.choice(ENV_KAFKA_SECURITY_PROTOCOL, "PLAINTEXT", SECURITY_PROTOCOLS)
+    sec = KafkaSecurity(
+        protocol=protocol,
+        sasl_mechanism=e.choice(ENV_KAFKA_SASL_MECHANISM, "SCRAM-SHA-512", SASL_MECHANISMS)
+        if protocol.startswith("SASL")
+        else None,
+        sasl_username=e.text(ENV_KAFKA_SASL_USERNAME, "") or None,
+        sasl_password=e.text(ENV_KAFKA_SASL_PASSWORD, "") or None,
+        ssl_cafile=e.file(ENV_KAFKA_SSL_CAFILE),
+        ssl_certfile=e.file(ENV_KAFKA_SSL_CERTFILE),
+        ssl_keyfile=e.file(ENV_KAFKA_SSL_KEYFILE),
+    )
+    if sec.uses_sasl and not (sec.sasl_username and sec.sasl_password):
+        raise ConfigError(
+            f"{ENV_KAFKA_SECURITY_PROTOCOL}={protocol} needs {ENV_KAFKA_SASL_USERNAME} and {ENV_KAFKA_SASL_PASSWORD}"
+        )
+    if (sec.ssl_certfile is None) != (sec.ssl_keyfile is None):
+        raise ConfigError(f"set both {ENV_KAFKA_SSL_CERTFILE} and {ENV_KAFKA_SSL_KEYFILE} (a client certificate "
+                          "and its key), or neither")
+    return sec
+
+
+class _Env:
+    """Typed reads of environment variables; every failure names the variable and what it accepts."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def text(self, name: str, default: str) -> str:
+        raw = self.env.get(name)
+        return default if raw is None else raw.strip()
+
+    def integer(self, name: str, default: int, *, low: int | None = None, high: int | None = None) -> int:
+        raw = self.text(name, "")
+        if raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(
+                f"environment variable {name}={_prefix(raw)} is not an integer; unset it or give a number"
+            ) from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise ConfigError(f"environment variable {name}={value} is out of range: it must be {bounds}")
+        return value
+
+    def port(self, name: str, default: int) -> int:
+        return self.integer(name, default, low=1, high=65535)
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        raw = self.text(name, "") or default
+        if raw not in allowed:
+            raise ConfigError(f"environment variable {name}={_prefix(raw)} is not one of {', '.join(allowed)}")
+        return raw
+
+    def file(self, name: str) -> Path | None:
+        raw = self.text(name, "")
+        if not raw:
+            return None
+        path = Path(raw)
+        if not path.is_file():
+            raise ConfigError(f"environment variable {name}={_prefix(raw)}: no such file")
+        return path
+
+
+def _prefix(value: str, limit: int = 40) -> str:
+    """A short, quoted prefix of a bad value: error messages never repeat a whole (possibly huge) input."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} chars)"
+
+
+def load() -> Settings:
+    """Settings as the environment says now (re-read on every call, so tests can change the env)."""
+    return Settings.from_env()

@@ -1,0 +1,111 @@
+"""The state topics: producing policy bundles, identities and approvals, and reading a compacted topic's latest value.
+
+streams/ops.py (what the CLI and the demo call) produces with these; workers consume the topics through
+streams/worker/replica.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import murmur2
+
+from streams import config as settings
+from streams.config import Settings
+from streams.contracts import wire
+from streams.errors import UserError
+from streams.kafka import clients
+
+log = logging.getLogger("pdx.kafka")
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks for a key (murmur2, positive, modulo)."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+async def partition_count(producer: AIOKafkaProducer, topic: str) -> int:
+    parts = await producer.partitions_for(topic)
+    if not parts:
+        raise UserError(f"topic {topic} does not exist: run `pdx topics create`")
+    return len(parts)
+
+
+async def publish_bundle(producer: AIOKafkaProducer, content: str, version: str, published_by: str) -> None:
+    value = wire.encode(
+        "PolicyBundle",
+        {
+            "version": version,
+            "created_at": datetime.now(UTC),
+            "published_by": published_by,
+            "content": content,
+        },
+    )
+    await producer.send_and_wait(settings.TOPIC_POLICIES, value, key=b"current")
+
+
+async def put_identities(producer: AIOKafkaProducer, identities: Iterable[Mapping[str, Any]]) -> int:
+    """Produce identities (dicts in the Identity contract shape) keyed by id; returns how many."""
+    futures = []
+    for identity in identities:
+        value = wire.encode("Identity", identity)
+        futures.append(await producer.send(settings.TOPIC_INVENTORY, value, key=str(identity["id"]).encode()))
+    await asyncio.gather(*futures)
+    return len(futures)
+
+
+async def put_approval(producer: AIOKafkaProducer, approval: Mapping[str, Any]) -> None:
+    """Approvals are keyed identity/approval (so compaction keeps each one) but produced to the identity's
+    partition, co-partitioned with that identity's requests."""
+    identity_id = str(approval["identity_id"])
+    n = await partition_count(producer, settings.TOPIC_APPROVALS)
+    key = f"{identity_id}/{approval['approval_id']}".encode()
+    await producer.send_and_wait(
+        settings.TOPIC_APPROVALS, wire.encode("Approval", approval), key=key, partition=partition_for(identity_id, n)
+    )
+
+
+async def latest_value(cfg: Settings, topic: str, key: str, timeout_s: float = 30.0) -> bytes | None:
+    """The latest value for key in a compacted topic keyed by the default partitioner (None if absent)."""
+    consumer = await clients.start_consumer(cfg)
+    try:
+        parts = await wait_for_partitions(consumer, topic)
+        tp = TopicPartition(topic, partition_for(key, len(parts)))
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        await consumer.seek_to_beginning(tp)
+        found: bytes | None = None
+        wanted = key.encode()
+        async with asyncio.timeout(timeout_s):
+            while end > 0 and await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for msg in batch.get(tp, []):
+                    if msg.key == wanted:
+                        found = msg.value
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def wait_for_partitions(consumer: AIOKafkaConsumer, topic: str, give_up_after_s: float | None = 5.0) -> set[int]:
+    """The topic's partitions, refreshing metadata until it appears; UserError after ``give_up_after_s``
+    (``None``: wait for ever, e.g. a worker started before `pdx topics create`)."""
+    loop = asyncio.get_running_loop()
+    deadline = None if give_up_after_s is None else loop.time() + give_up_after_s
+    delay = 0.2
+    while True:
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return set(parts)
+        if deadline is not None and loop.time() >= deadline:
+            raise UserError(f"topic {topic} does not exist: run `pdx topics create`")
+        if deadline is None:
+            log.warning("topic %s not found yet (run `pdx topics create`); waiting", topic)
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)

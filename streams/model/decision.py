@@ -1,0 +1,133 @@
+"""Decisions and their reasons (docs/contracts.md). ``to_dict()`` keys are exactly the contract's field names.
+
+:class:`ReasonCode` lists the codes pdx itself decides with, outside any policy rule. The engine, the worker
+and the client use these members, so a code is spelled once; policy rules add their own codes as data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from streams.model.fields import _opt_str, _req, _require_mapping, _str_list, _str_map, parse_timestamp
+
+DECISIONS = ("allow", "deny", "step_up")
+
+
+class ReasonCode(StrEnum):
+    """Reason codes decided by pdx itself (fail closed), not by a policy rule."""
+
+    NO_POLICY_LOADED = "no_policy_loaded"
+    UNKNOWN_IDENTITY = "unknown_identity"
+    IDENTITY_SUSPENDED = "identity_suspended"
+    IDENTITY_DECOMMISSIONED = "identity_decommissioned"
+    INVALID_REQUEST = "invalid_request"
+    NO_MATCHING_RULE = "no_matching_rule"
+    DEADLINE_EXPIRED = "deadline_expired"
+    PDP_TIMEOUT = "pdp_timeout"
+
+
+@dataclass(slots=True, frozen=True)
+class Reason:
+    code: str
+    message: str
+    policy: str | None = None
+    rule: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "policy": self.policy, "rule": self.rule}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Reason:
+        d = _require_mapping(d, "reason")
+        return cls(
+            code=str(_req(d, "code", "reason")),
+            message=str(d.get("message") or ""),
+            policy=_opt_str(d, "policy", "reason"),
+            rule=_opt_str(d, "rule", "reason"),
+        )
+
+
+@dataclass(slots=True, frozen=True)
+class MonitorOutcome:
+    """A rule of a ``monitor`` policy that matched: what it *would have* done, never applied."""
+
+    policy: str
+    rule: str
+    effect: str
+    reason_code: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy, "rule": self.rule, "effect": self.effect, "reason_code": self.reason_code}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MonitorOutcome:
+        d = _require_mapping(d, "monitor outcome")
+        return cls(
+            policy=str(_req(d, "policy", "monitor")),
+            rule=str(_req(d, "rule", "monitor")),
+            effect=str(_req(d, "effect", "monitor")),
+            reason_code=str(_req(d, "reason_code", "monitor")),
+        )
+
+
+@dataclass(slots=True)
+class Decision:
+    request_id: str
+    decision: str
+    reasons: list[Reason]
+    matched_rules: list[str]
+    obligations: dict[str, str]
+    monitor: list[MonitorOutcome]
+    bundle_version: str
+    evaluated_at: datetime
+    eval_us: int = 0
+    worker_id: str = ""
+
+    @property
+    def reason_codes(self) -> list[str]:
+        return [r.code for r in self.reasons]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "decision": self.decision,
+            "reasons": [r.to_dict() for r in self.reasons],
+            "matched_rules": list(self.matched_rules),
+            "obligations": dict(self.obligations),
+            "monitor": [m.to_dict() for m in self.monitor],
+            "bundle_version": self.bundle_version,
+            "evaluated_at": self.evaluated_at,
+            "eval_us": self.eval_us,
+            "worker_id": self.worker_id,
+        }
+
+    @classmethod
+    def fail_closed(
+        cls, request_id: str, code: str, message: str, *, bundle_version: str = "", worker_id: str = ""
+    ) -> Decision:
+        """A deny decided outside the rules (deadline passed, invalid request, client timeout...)."""
+        return cls(request_id, "deny", [Reason(code=code, message=message)], [], {}, [], bundle_version,
+                   datetime.now(UTC), 0, worker_id)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Decision:
+        d = _require_mapping(d, "decision")
+        outcome = _req(d, "decision", "decision")
+        if outcome not in DECISIONS:
+            raise ValueError(f"decision.decision: {outcome!r} is not one of {', '.join(DECISIONS)}")
+        return cls(
+            request_id=str(_req(d, "request_id", "decision")),
+            decision=outcome,
+            reasons=[Reason.from_dict(r) for r in d.get("reasons") or []],
+            matched_rules=_str_list(d.get("matched_rules"), "decision.matched_rules"),
+            obligations=_str_map(d.get("obligations"), "decision.obligations"),
+            monitor=[MonitorOutcome.from_dict(m) for m in d.get("monitor") or []],
+            bundle_version=str(d.get("bundle_version") or ""),
+            evaluated_at=parse_timestamp(_req(d, "evaluated_at", "decision"), "decision.evaluated_at"),
+            eval_us=int(d.get("eval_us") or 0),
+            worker_id=str(d.get("worker_id") or ""),
+        )
