@@ -48,7 +48,7 @@ def test_settings_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(settings.ENV_KAFKA_BOOTSTRAP, "broker:1")
     assert settings.load().kafka_bootstrap == "broker:1"
     monkeypatch.setenv(settings.ENV_KAFKA_PORT, "not-a-number")
-    with pytest.raises(ConfigError, match="PDX_KAFKA_PORT=.* is not an integer"):
+    with pytest.raises(ConfigError, match=r"PDX_KAFKA_PORT=.* is not an integer"):
         settings.load()
 
 
