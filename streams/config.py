@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streams.errors import ConfigError
+from streams.errors import ConfigError, UserError
 
 #: Apache Kafka version run by ``pdx dev`` (resolved from Maven Central; see streams/devservices/kafka-pom.xml).
 KAFKA_VERSION = "4.1.1"
@@ -25,12 +25,67 @@ KAFKA_SCALA = "2.13"
 KAFKA_IMAGE = f"apache/kafka:{KAFKA_VERSION}"
 CLICKHOUSE_IMAGE = "clickhouse/clickhouse-server:25.8"
 
+# ---- paths --------------------------------------------------------------------------------------
+# What the runtime reads from the package itself (Avro schemas, audit SQL, templates, ...) is package data:
+# it is found next to the modules (importlib.resources / __file__), installed or not. The policies/ and
+# examples/ directories are not part of the package: they exist only in a source checkout (or wherever the
+# user keeps policies), so commands that default to them ask default_policies_dir() / demo_inventory_file()
+# and say what they need when there is nothing there.
+
 #: The directory holding the ``streams`` package (a checkout, or site-packages when installed).
 PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+#: The source checkout's root and its policies/: meaningful only in a checkout (tests, dev tools); an
+#: installed package has no checkout (see checkout_root()).
 REPO_ROOT = PACKAGE_PARENT
-SCHEMAS_DIR = REPO_ROOT / "schemas"
 POLICIES_DIR = REPO_ROOT / "policies"
 AUDIT_SQL_DIR = Path(__file__).resolve().parent / "audit" / "sql"
+
+
+def checkout_root() -> Path | None:
+    """The pdx source checkout this package runs from (an editable install or PYTHONPATH), or None when the
+    package is installed (site-packages holds no pyproject.toml next to ``streams/``)."""
+    if (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "streams" / "__init__.py").is_file():
+        return REPO_ROOT
+    return None
+
+
+def _checkout_or_cwd(relative: str) -> Path | None:
+    root = checkout_root()
+    for candidate in (root / relative if root is not None else None, Path(relative)):
+        if candidate is not None and candidate.exists():
+            return candidate
+    return None
+
+
+def default_policies_dir() -> Path | None:
+    """The policy directory commands use when given none: the checkout's policies/, else ./policies, else
+    None (installed, run from a directory without policies)."""
+    return _checkout_or_cwd("policies")
+
+
+def demo_inventory_file() -> Path | None:
+    """The demo inventory: the checkout's examples/inventory.yaml, else ./examples/inventory.yaml, else None."""
+    return _checkout_or_cwd("examples/inventory.yaml")
+
+
+def require_policies_dir(command: str) -> Path:
+    """default_policies_dir() for a command that needs the shipped policies (demo, benchmarks); a UserError
+    saying so when there are none."""
+    return _required(default_policies_dir(), "policies/", command)
+
+
+def require_demo_inventory(command: str) -> Path:
+    """demo_inventory_file() for a command that needs it; a UserError saying so when there is none."""
+    return _required(demo_inventory_file(), "examples/inventory.yaml", command)
+
+
+def _required(found: Path | None, relative: str, command: str) -> Path:
+    if found is None:
+        raise UserError(
+            f"{command} needs {relative} from the pdx source tree (not part of the installed package) and "
+            f"./{relative} does not exist: run it from a pdx checkout or from a directory holding {relative}"
+        )
+    return found
 
 # ---- topics -------------------------------------------------------------------------------------
 TOPIC_REQUESTS = "pdx.requests"

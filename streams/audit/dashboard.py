@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from streams import config as settings
+from streams import config
 from streams.audit.risk import RISK_SQL, risk_params
 
 GRAFANA_DIR = Path(__file__).resolve().parent / "grafana"
@@ -25,7 +25,7 @@ DATASOURCE_UID = "pdx-clickhouse"
 DATASOURCE = {"type": "grafana-clickhouse-datasource", "uid": DATASOURCE_UID}
 
 DB = "${database}"
-AUDIT = f"{DB}.{settings.AUDIT_TABLE}"
+AUDIT = f"{DB}.{config.AUDIT_TABLE}"
 HOURLY = f"{DB}.audit_identity_hourly"
 RULES = f"{DB}.audit_rule_daily"
 
@@ -169,8 +169,8 @@ def build_dashboard() -> dict[str, Any]:
                     "name": "database",
                     "label": "database",
                     "type": "textbox",
-                    "query": settings.CLICKHOUSE_DATABASE,
-                    "current": {"text": settings.CLICKHOUSE_DATABASE, "value": settings.CLICKHOUSE_DATABASE},
+                    "query": config.CLICKHOUSE_DATABASE,
+                    "current": {"text": config.CLICKHOUSE_DATABASE, "value": config.CLICKHOUSE_DATABASE},
                     "hide": 0,
                 }
             ]

@@ -16,17 +16,26 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from streams import config as settings
+from streams import config
 from streams.audit.queries import T64, ch_time
 from streams.audit.store import check_identifier
-from streams.console import progress_bar
 from streams.errors import UserError
 
 NO_RULE = "(no matching rule)"
+
+#: ``progress(total, description)`` -> a context manager yielding ``advance(n)``.
+ProgressFactory = Callable[[int | None, str], AbstractContextManager[Callable[[int], None]]]
+
+
+@contextmanager
+def _no_progress(total: int | None, description: str) -> Iterator[Callable[[int], None]]:
+    yield lambda _n: None
 
 
 def load_candidate(path: str | Path) -> Any:
@@ -64,15 +73,19 @@ def impact(
     since: datetime,
     until: datetime,
     *,
-    database: str = settings.CLICKHOUSE_DATABASE,
-    table: str = settings.AUDIT_TABLE,
+    database: str = config.CLICKHOUSE_DATABASE,
+    table: str = config.AUDIT_TABLE,
     approvals: str = "cited",
     max_examples: int = 20,
     examples_per_transition: int = 5,
     limit: int | None = None,
-    progress: bool = False,
+    progress: ProgressFactory | None = None,
 ) -> dict[str, Any]:
-    """Replay the window under ``candidate`` (a compiled bundle) and summarise what would change."""
+    """Replay the window under ``candidate`` (a compiled bundle) and summarise what would change.
+
+    ``progress(total, description)``, when given, is a context manager yielding ``advance(n)``; the CLI passes
+    a progress bar (streams/console.py), so this module prints nothing itself.
+    """
     from streams.model import AccessRequest, Identity
     from streams.policy import evaluate
 
@@ -101,7 +114,7 @@ def impact(
     examples: list[dict[str, Any]] = []
     per_transition: Counter[str] = Counter()
     identity_cache: dict[str, Any] = {}
-    with progress_bar(total, "replaying decisions", progress) as advance:
+    with (progress or _no_progress)(total, "replaying decisions") as advance:
         with client.query_row_block_stream(sql, parameters=params) as stream:
             for block in stream:
                 for rid, ident_id, action, resource_id, old, old_rules, decided_at, req_json, ident_json in block:

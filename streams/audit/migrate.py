@@ -1,6 +1,6 @@
 """Versioned, idempotent ClickHouse migrations for the audit trail (``pdx audit migrate``).
 
-Migration files live in ``streams/audit/sql`` (settings.AUDIT_SQL_DIR) and are named ``NNN_description.sql``.
+Migration files live in ``streams/audit/sql`` (config.AUDIT_SQL_DIR) and are named ``NNN_description.sql``.
 They are templates: ``$db``, ``$audit_table`` and ``$ttl_days`` are filled from settings (``$ttl_days`` from
 PDX_AUDIT_TTL_DAYS). Applied versions are recorded in ``<db>.schema_migrations`` with a checksum of the template,
 so a second run applies nothing and an edited, already-applied migration is reported instead of silently skipped.
@@ -19,7 +19,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from streams import config as settings
+from streams import config
 from streams.audit.store import check_identifier
 from streams.errors import UserError
 
@@ -58,7 +58,7 @@ class Migration:
         return [s.strip() for s in _STATEMENT_END.split(body) if s.strip()]
 
 
-def discover(sql_dir: Path = settings.AUDIT_SQL_DIR) -> list[Migration]:
+def discover(sql_dir: Path = config.AUDIT_SQL_DIR) -> list[Migration]:
     found = []
     for path in sorted(sql_dir.glob("*.sql")):
         m = _FILE.match(path.name)
@@ -71,10 +71,10 @@ def discover(sql_dir: Path = settings.AUDIT_SQL_DIR) -> list[Migration]:
     return found
 
 
-def params(database: str, ttl_days: int | None = None, table: str = settings.AUDIT_TABLE) -> dict[str, str]:
-    days = settings.load().audit_ttl_days if ttl_days is None else ttl_days
+def params(database: str, ttl_days: int | None = None, table: str = config.AUDIT_TABLE) -> dict[str, str]:
+    days = config.load().audit_ttl_days if ttl_days is None else ttl_days
     if int(days) <= 0:
-        raise UserError(f"{settings.ENV_AUDIT_TTL_DAYS} must be a positive number of days, not {days}")
+        raise UserError(f"{config.ENV_AUDIT_TTL_DAYS} must be a positive number of days, not {days}")
     return {
         "db": check_identifier(database, "database name"),
         "audit_table": check_identifier(table, "table name"),
@@ -82,7 +82,7 @@ def params(database: str, ttl_days: int | None = None, table: str = settings.AUD
     }
 
 
-def applied_versions(client: Any, database: str = settings.CLICKHOUSE_DATABASE) -> dict[str, str]:
+def applied_versions(client: Any, database: str = config.CLICKHOUSE_DATABASE) -> dict[str, str]:
     """version -> checksum of the migrations recorded as applied (empty if the database is new)."""
     db = check_identifier(database, "database name")
     exists = client.query(
@@ -99,10 +99,10 @@ def applied_versions(client: Any, database: str = settings.CLICKHOUSE_DATABASE) 
 
 def migrate(
     client: Any,
-    database: str = settings.CLICKHOUSE_DATABASE,
+    database: str = config.CLICKHOUSE_DATABASE,
     *,
     ttl_days: int | None = None,
-    sql_dir: Path = settings.AUDIT_SQL_DIR,
+    sql_dir: Path = config.AUDIT_SQL_DIR,
 ) -> list[str]:
     """Apply the pending migrations; return the versions applied by this call (``[]`` when up to date)."""
     p = params(database, ttl_days)
@@ -149,7 +149,7 @@ def current_ttl_days(client: Any, database: str, table: str) -> int | None:
     return int(m.group(1) or m.group(2)) if m else None
 
 
-def reconcile_ttl(client: Any, database: str, ttl_days: int, audit_table: str = settings.AUDIT_TABLE) -> list[str]:
+def reconcile_ttl(client: Any, database: str, ttl_days: int, audit_table: str = config.AUDIT_TABLE) -> list[str]:
     """Make every retention TTL equal ``ttl_days``; returns the tables changed."""
     changed = []
     for name, expr in TTL_TABLES.items():

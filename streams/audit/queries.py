@@ -12,13 +12,13 @@ queries therefore read with ``FINAL`` (or ``LIMIT 1``), and rollups count ``uniq
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 from streams import config as settings
 from streams.audit.store import check_identifier
+from streams.model.glob import glob_to_re2, has_wildcards
 
 TOP_BY = ("denies", "step_ups", "restricted_access")
 
@@ -63,17 +63,9 @@ def ch_time(value: datetime) -> str:
 T64 = "DateTime64(6, 'UTC')"
 
 
-def glob_to_regex(pattern: str) -> str:
-    """A shell-style glob (``*``, ``?``) as an anchored RE2 regular expression (everything else literal)."""
-    out = []
-    for ch in pattern:
-        if ch == "*":
-            out.append(".*")
-        elif ch == "?":
-            out.append(".")
-        else:
-            out.append(re.escape(ch))
-    return "^" + "".join(out) + "$"
+#: A search glob (``*``, ``?``, ``[...]``: streams.model.glob, the same language as policies and approvals) as the
+#: anchored RE2 regular expression ClickHouse ``match()`` takes.
+glob_to_regex = glob_to_re2
 
 
 def _fix(value: Any) -> Any:
@@ -262,7 +254,7 @@ class SearchFilters:
             clauses.append("match(action, {action_re:String})")
             params["action_re"] = glob_to_regex(self.action)
         if self.resource:
-            if any(c in self.resource for c in "*?"):
+            if has_wildcards(self.resource):
                 clauses.append("match(resource_id, {resource_re:String})")
                 params["resource_re"] = glob_to_regex(self.resource)
             else:

@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from streams import config as settings
+from streams import config
 from streams.errors import ContractError, PdxError, UserError
 
 try:  # clickhouse-connect is a runtime dependency; imported lazily-typed so mypy stays happy without stubs
@@ -102,7 +102,7 @@ def check_identifier(name: str, what: str = "identifier") -> str:
 
 def unreachable(url: str) -> UserError:
     return UserError(
-        f"cannot reach ClickHouse at {url}: start it with `pdx dev up clickhouse` or set {settings.ENV_CLICKHOUSE_URL}"
+        f"cannot reach ClickHouse at {url}: start it with `pdx dev up clickhouse` or set {config.ENV_CLICKHOUSE_URL}"
     )
 
 
@@ -114,7 +114,7 @@ def connect(url: str | None = None, *, database: str | None = None, **kwargs: An
     """
     if clickhouse_connect is None:  # pragma: no cover
         raise UserError("clickhouse-connect is not installed: pip install clickhouse-connect")
-    url = url or settings.load().clickhouse_url
+    url = url or config.load().clickhouse_url
     parsed = urlparse(url if "://" in url else f"http://{url}")
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise UserError(f"invalid ClickHouse URL {url!r}: expected http://host:port")
@@ -296,8 +296,8 @@ class AuditWriter:
         client: Client | None = None,
         *,
         url: str | None = None,
-        database: str = settings.CLICKHOUSE_DATABASE,
-        table: str = settings.AUDIT_TABLE,
+        database: str = config.CLICKHOUSE_DATABASE,
+        table: str = config.AUDIT_TABLE,
     ) -> None:
         self.client = client if client is not None else connect(url)
         self.database = check_identifier(database, "database name")
@@ -360,8 +360,8 @@ def wait_for_audit_rows(
         where, params = "request_id IN {ids:Array(String)}", {"ids": list(request_ids)}
     else:
         where, params = "startsWith(request_id, {prefix:String})", {"prefix": id_prefix}
-    client = connect(url or settings.load().clickhouse_url)
-    sql = f"SELECT uniqExact(request_id) FROM {settings.CLICKHOUSE_DATABASE}.{settings.AUDIT_TABLE} WHERE {where}"
+    client = connect(url or config.load().clickhouse_url)
+    sql = f"SELECT uniqExact(request_id) FROM {config.CLICKHOUSE_DATABASE}.{config.AUDIT_TABLE} WHERE {where}"
     deadline = time.monotonic() + timeout_s
     while True:
         count = int(client.query(sql, parameters=params).result_rows[0][0])

@@ -6,7 +6,7 @@ Prints JSON (``--json``) with:
   sending the batch, waiting for ClickHouse's acknowledgement, materialized views included). Generating the
   synthetic records is not counted.
 * ``queries.timeline|explain|top`` — latency (ms) of the same calls ``pdx audit timeline/explain/top`` make,
-  over random identities / request ids, after one warm-up: p50, p95, max.
+  over random identities / request ids, after one warm-up: p50, p95 (nearest rank), max.
 
 Targets from the issue: timeline and explain < 100 ms on 10M rows; sink >= 50,000 rows/s.
 The benchmark uses its own database (``pdx_bench_<random>``), dropped afterwards unless ``--keep``.
@@ -14,24 +14,22 @@ The benchmark uses its own database (``pdx_bench_<random>``), dropped afterwards
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import random
-import statistics
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from streams.audit.impact import progress_bar
 from streams.bench import synthetic
+from streams.bench.stats import percentile, summary
+from streams.console import progress_bar
 
 TARGETS = {"timeline_p95_ms": 100.0, "explain_p95_ms": 100.0, "sink_rows_per_s": 50_000.0}
 
 
 def _latency(fn: Callable[[], Any], n: int, advance: Callable[[int], None]) -> dict[str, float]:
+    """Milliseconds per call of ``fn`` over ``n`` calls after one warm-up: p50, p95 (nearest rank) and max."""
     fn()  # warm-up
     samples = []
     for _ in range(n):
@@ -39,13 +37,7 @@ def _latency(fn: Callable[[], Any], n: int, advance: Callable[[int], None]) -> d
         fn()
         samples.append((time.perf_counter() - t) * 1000)
         advance(1)
-    samples.sort()
-    return {
-        "n": n,
-        "p50_ms": round(statistics.median(samples), 2),
-        "p95_ms": round(samples[min(len(samples) - 1, int(0.95 * len(samples)))], 2),
-        "max_ms": round(samples[-1], 2),
-    }
+    return {"n": n, **summary(samples, (50, 95)), "max_ms": round(percentile(samples, 100), 2)}
 
 
 def run(
@@ -69,7 +61,7 @@ def run(
     sample: list[tuple[str, str, datetime]] = []  # (request_id, identity_id, decided_at) reservoir
     insert_s = 0.0
     map_s = 0.0
-    with fresh_database(url or _default_url(), "pdx_bench", keep=keep) as db:
+    with fresh_database(url or default_url(), "pdx_bench", keep=keep) as db:
         wall = time.perf_counter()
         with progress_bar(rows, "loading audit rows", progress) as advance:
             done = 0
@@ -149,49 +141,8 @@ def run(
     }
 
 
-def _default_url() -> str:
+def default_url() -> str:
+    """The ClickHouse the benchmark loads into unless told otherwise ($PDX_CLICKHOUSE_URL or the dev server)."""
     from streams import config as settings
 
     return settings.load().clickhouse_url
-
-
-def cmd_bench_audit(args: argparse.Namespace) -> int:
-    from streams.audit.store import connect
-
-    if args.rows <= 0:
-        from streams.errors import UserError
-
-        raise UserError("--rows must be a positive number")
-    url = args.url or _default_url()
-    connect(url).close()  # fail fast with the usual "cannot reach ClickHouse" message
-    result = run(
-        url,
-        args.rows,
-        batch=args.batch,
-        identities=args.identities,
-        days=args.days,
-        queries=args.queries,
-        keep=args.keep,
-        progress=not args.json,
-    )
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(json.dumps(result, indent=2))
-    sys.stdout.flush()
-    return 0
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser("audit", help="audit sink throughput and investigation query latency (JSON)")
-    p.set_defaults(func=cmd_bench_audit)
-    p.add_argument("--rows", type=int, default=100_000, help="synthetic audit rows to load (default: %(default)s)")
-    p.add_argument("--batch", type=int, default=50_000, help="rows per AuditWriter.insert batch (default: %(default)s)")
-    p.add_argument(
-        "--identities", type=int, default=None, help="distinct identities (default: rows/1000, at least 100)"
-    )
-    p.add_argument("--days", type=int, default=30, help="spread decided_at over this many days (default: %(default)s)")
-    p.add_argument("--queries", type=int, default=30, help="timed runs per query (default: %(default)s)")
-    p.add_argument("--keep", action="store_true", help="keep the benchmark database")
-    p.add_argument("--json", action="store_true", help="one line of JSON, no progress bar")
-    p.add_argument("--url", default=None, help="ClickHouse HTTP URL (default: $PDX_CLICKHOUSE_URL or the dev server)")

@@ -7,7 +7,8 @@ request and a pre-parsed ``PolicySet``; regopy: a pre-built ``Input`` and a buil
 call is timed — the most favourable setting for the peers. Each call is timed with ``perf_counter_ns``
 (so timer overhead is included, the same for all engines) with the garbage collector paused, as ``timeit``
 does. Engines are interleaved in blocks of 1000 requests so load from elsewhere hits all alike.
-``agreement`` is the fraction of requests on which the engine's allow/deny equals pdx's.
+``agreement`` is the fraction of requests on which the engine's allow/deny equals pdx's; ``p50_us`` and
+``p99_us`` are nearest-rank percentiles (:mod:`streams.bench.stats`).
 
 pdx is also measured with the scenario padded to 10 and to 10,000 rules by generated rules for other actions
 and resource types (and some for the same actions but other resource types), to show that the index keeps
@@ -16,11 +17,9 @@ cost independent of unrelated rules.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import random
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ from pathlib import Path
 from time import perf_counter_ns
 from typing import Any
 
+from streams.bench.stats import summary
 from streams.model import AccessRequest, Identity, RequestContext, Resource
 from streams.policy.compiler import CompiledBundle
 from streams.policy.evaluator import evaluate
@@ -183,9 +183,8 @@ def _time_interleaved(calls: list[Callable[[int], str]], n: int, warmup: int,
     return results
 
 
-def _summary(engine: str, rules: int, times: list[int], outcomes: Sequence[str], reference: Sequence[str],
+def _row(engine: str, rules: int, times: list[int], outcomes: Sequence[str], reference: Sequence[str],
              **extra: Any) -> dict[str, Any]:
-    ordered = sorted(times)
     n = len(times)
     total_s = sum(times) / 1e9
     agree = sum(1 for a, b in zip(outcomes, reference, strict=True) if a == b) / n if n else 0.0
@@ -193,8 +192,7 @@ def _summary(engine: str, rules: int, times: list[int], outcomes: Sequence[str],
         "engine": engine,
         "rules": rules,
         "n": n,
-        "p50_us": round(ordered[n // 2] / 1000, 2),
-        "p99_us": round(ordered[min(n - 1, int(n * 0.99))] / 1000, 2),
+        **summary(times, (50, 99), unit="us", scale=1e-3),
         "decisions_per_s": round(n / total_s) if total_s else 0,
         "agreement": round(agree, 6),
     }
@@ -313,7 +311,7 @@ def run_engine_bench(n: int = 20000, seed: int = 7, large: int = 10000, peers: b
     engines.append(("pdx", big.rule_count, pdx_call(samples, big)))
     timed = _time_interleaved([fn for _n, _r, fn in engines], n, warmup=min(1000, n))
     ref = timed[0][1]
-    rows = [_summary(name, rules, times, outs, ref) for (name, rules, _fn), (times, outs) in
+    rows = [_row(name, rules, times, outs, ref) for (name, rules, _fn), (times, outs) in
             zip(engines, timed, strict=True)]
     base = rows[0]["p50_us"]
     for row in rows[1:]:
@@ -324,28 +322,3 @@ def run_engine_bench(n: int = 20000, seed: int = 7, large: int = 10000, peers: b
     allow_share = sum(1 for o in ref if o == "allow") / len(ref) if ref else 0.0
     log(f"{n} requests, {allow_share:.0%} allowed by pdx; engines timed interleaved in blocks of 1000")
     return rows
-
-
-def cmd_engine(args: argparse.Namespace) -> int:
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr)
-
-    results = run_engine_bench(n=args.n, seed=args.seed, large=args.large_rules, peers=not args.no_peers, log=log)
-    if args.json:
-        print(json.dumps(results))
-    else:
-        print(f"{'engine':<10}{'rules':>8}{'n':>8}{'p50 us':>10}{'p99 us':>10}{'decisions/s':>14}{'agreement':>11}")
-        for r in results:
-            print(f"{r['engine']:<10}{r['rules']:>8}{r['n']:>8}{r['p50_us']:>10}{r['p99_us']:>10}"
-                  f"{r['decisions_per_s']:>14}{r['agreement']:>11.2%}")
-    return 0
-
-
-def register(bench_subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = bench_subparsers.add_parser("engine", help="decision latency: pdx vs cedarpy vs regopy, and pdx at 10k rules")
-    p.add_argument("--json", action="store_true", help="print one JSON list (one object per engine run)")
-    p.add_argument("-n", "--n", type=int, default=20000, help="requests per engine (default 20000)")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--large-rules", type=int, default=10000, help="rule count for the scale run (default 10000)")
-    p.add_argument("--no-peers", action="store_true", help="skip cedarpy and regopy")
-    p.set_defaults(func=cmd_engine)

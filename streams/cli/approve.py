@@ -9,18 +9,24 @@ from datetime import timedelta
 
 from streams.console import say
 from streams.errors import UserError
+from streams.model.durations import parse_duration_s
 from streams.ops import grant_approval
 
 
 def parse_ttl(text: str) -> timedelta:
-    """'30m', '4h', '2d', '45s' or plain seconds; must be positive and representable."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    """A duration (``30m``, ``4h``, ``2d``, ``1h30m``: streams.model.durations) or plain seconds; must be positive."""
     text = text.strip()
+    # a leading "-" is read so that "-5m" is reported as not positive rather than as unreadable
+    negative = text.startswith("-")
+    body = text[1:] if negative else text
     try:
-        seconds = float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
-        ttl = timedelta(seconds=seconds)
-    except (ValueError, IndexError, OverflowError):
-        raise UserError(f"--ttl {text!r}: give a duration like 30m, 4h or 2d") from None
+        try:
+            seconds = parse_duration_s(body)
+        except ValueError:
+            seconds = float(body)  # plain seconds, e.g. 90
+        ttl = timedelta(seconds=-seconds if negative else seconds)
+    except (ValueError, OverflowError):
+        raise UserError(f"--ttl {text!r}: give a duration like 30m, 4h, 2d or 1h30m") from None
     if ttl <= timedelta(0):
         raise UserError(f"--ttl {text!r}: the duration must be positive")
     return ttl
@@ -42,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--identity", required=True)
     p.add_argument("--action", required=True, help="action or glob, e.g. config:write")
     p.add_argument("--resource", required=True, help="resource id or glob")
-    p.add_argument("--ttl", default="1h", help="how long the approval is valid: 30m, 4h, 2d (default 1h)")
+    p.add_argument("--ttl", default="1h", help="how long the approval is valid: 30m, 4h, 2d, 1h30m (default 1h)")
     p.add_argument("--by", default=None, help="who approves (default: current user)")
     p.add_argument("--id", default=None, help="approval id (default: generated)")
     p.set_defaults(func=cmd_approve)

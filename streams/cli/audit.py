@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -17,13 +16,12 @@ from typing import Any
 
 from streams import config as settings
 from streams.errors import UserError
-
-_REL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.I)
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+from streams.model.durations import parse_duration_s
 
 
 def parse_when(text: str | None, *, now: datetime | None = None, default: datetime | None = None) -> datetime:
-    """``7d``/``24h``/``30m``/``90s``/``2w`` (ago), ``now``, or an ISO-8601 time (naive = UTC)."""
+    """A duration ago (``7d``, ``24h``, ``1h30m``: streams.model.durations; any case), ``now``, or an ISO-8601 time
+    (naive = UTC)."""
     now = now or datetime.now(UTC)
     if text is None or text == "":
         if default is None:
@@ -31,13 +29,17 @@ def parse_when(text: str | None, *, now: datetime | None = None, default: dateti
         return default
     if text.strip().lower() == "now":
         return now
-    m = _REL.match(text)
-    if m:
-        return now - timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2).lower()])
+    try:
+        # relative times were always case-insensitive here ("7D"); in a --since there is no month to confuse
+        return now - timedelta(seconds=parse_duration_s(text.lower()))
+    except ValueError:
+        pass
+    except OverflowError:
+        raise UserError(f"time {text!r} is too far in the past") from None
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise UserError(f"cannot read time {text!r}: use e.g. 7d, 24h, 30m, now or 2026-01-31T12:00:00Z") from None
+        raise UserError(f"cannot read time {text!r}: use e.g. 7d, 24h, 1h30m, now or 2026-01-31T12:00:00Z") from None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 

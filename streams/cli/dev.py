@@ -9,13 +9,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from streams import config as settings
+from streams import config
 from streams.console import say
 from streams.devservices.services import SERVICES, DevStack, Ports
 
 
 def _stack(args: argparse.Namespace) -> DevStack:
-    return DevStack(Path(args.state_dir) if args.state_dir else settings.load().state_dir)
+    return DevStack(Path(args.state_dir) if args.state_dir else config.load().state_dir)
 
 
 def _names(args: argparse.Namespace) -> tuple[str, ...]:
@@ -24,7 +24,7 @@ def _names(args: argparse.Namespace) -> tuple[str, ...]:
 
 def cmd_up(args: argparse.Namespace) -> int:
     stack = _stack(args)
-    requested = Ports.free() if args.free_ports else Ports.from_settings(settings.load())
+    requested = Ports.free() if args.free_ports else Ports.from_settings(config.load())
     for attr in ("kafka", "kafka_controller", "clickhouse_http", "clickhouse_tcp"):
         value = getattr(args, f"{attr}_port", None)
         if value:
@@ -100,7 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         p = dev_sub.add_parser(name, help=help_text)
         p.add_argument("service", nargs="?", choices=SERVICES, help="only this service")
         p.add_argument(
-            "--state-dir", help=f"state directory (default ${settings.ENV_STATE_DIR} or {settings.DEFAULT_STATE_DIR})"
+            "--state-dir", help=f"state directory (default ${config.ENV_STATE_DIR} or {config.DEFAULT_STATE_DIR})"
         )
         p.set_defaults(func=func)
         if name == "up":

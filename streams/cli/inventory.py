@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from datetime import UTC, datetime
 
-from streams import config as settings
+from streams import config
 from streams.console import say
 from streams.errors import UserError
 from streams.model import Identity
@@ -15,7 +15,7 @@ from streams.ops import load_inventory, update_identity
 
 def cmd_inventory_load(args: argparse.Namespace) -> int:
     n = asyncio.run(load_inventory(args.file))
-    say(f"loaded {n} identities from {args.file} into {settings.TOPIC_INVENTORY}")
+    say(f"loaded {n} identities from {args.file} into {config.TOPIC_INVENTORY}")
     return 0
 
 

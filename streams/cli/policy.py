@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import getpass
 import json
 import sys
@@ -16,7 +17,7 @@ from typing import Any
 
 from streams import config
 from streams.cli.audit import _add_conn, _add_window
-from streams.console import say
+from streams.console import progress_bar, say
 from streams.errors import UserError
 from streams.policy.loader import (
     PolicySet,
@@ -28,10 +29,25 @@ from streams.policy.loader import (
 )
 
 
-def _default_dir() -> Path:
-    from streams.config import POLICIES_DIR
+class _DefaultDir:
+    """The DIR default, looked up when a command opens it (``Path(args.dir)``), not when the parsers are
+    built (that happens for every command, --help too): the checkout's policies/, else ./policies, else a
+    UserError saying to pass DIR (an installed pdx run outside a checkout)."""
 
-    return POLICIES_DIR
+    def __fspath__(self) -> str:
+        found = config.default_policies_dir()
+        if found is None:
+            raise UserError("no policy directory given and ./policies does not exist: pass DIR "
+                            "(e.g. pdx policy validate path/to/policies)")
+        return str(found)
+
+    def __str__(self) -> str:
+        found = config.default_policies_dir()
+        return "./policies" if found is None else str(found)
+
+
+def _default_dir() -> _DefaultDir:
+    return _DefaultDir()
 
 
 def _print_problems(problems: list[Problem]) -> None:
@@ -214,7 +230,7 @@ def cmd_impact(args: argparse.Namespace) -> int:
             approvals=args.approvals,
             max_examples=args.examples,
             limit=args.limit,
-            progress=not args.json,
+            progress=None if args.json else functools.partial(progress_bar, enabled=True),
         )
     if args.json:
         print(json.dumps(result, indent=2))
@@ -261,7 +277,7 @@ def cmd_impact(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     group = sub.add_parser("policy", help="validate, lint, test, explain, bundle, publish policies; what-if impact")
     policy_subparsers = group.add_subparsers(dest="policy_command", metavar="SUBCOMMAND", required=True)
-    default = str(_default_dir())
+    default = _default_dir()
 
     p = policy_subparsers.add_parser("validate", help="check policy files: schema, attributes, operators, types")
     p.add_argument("dir", nargs="?", default=default, help=f"policy directory (default {default})")

@@ -1,5 +1,11 @@
 """Avro single-object encoding of the pdx contracts (schemas/*.avsc, namespace ``dev.pdx``).
 
+The schemas are package data (``streams.contracts.schemas``, which pyproject.toml maps to the top-level
+``schemas/`` directory) read with importlib.resources, so an installed wheel and a checkout load the same
+files. This module holds the loading, the codecs and the public encode/decode API; the encode-side type
+checks are in :mod:`streams.contracts.checks` and the AuditRecord splice in :mod:`streams.contracts.splice`
+(:data:`splice_audit_record` here is bound to the loaded schemas' headers).
+
 Every message pdx puts on Kafka is one Avro *single-object encoded* datum::
 
     C3 01 | 8-byte little-endian CRC-64-AVRO fingerprint of the schema's Parsing Canonical Form | Avro binary body
@@ -25,19 +31,29 @@ looks the fingerprint up in a dict and runs ``fastavro.schemaless_reader``. Time
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from io import BytesIO
-from pathlib import Path
 from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
+from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import parse_schema, to_parsing_canonical_form
 
-from streams.config import SCHEMAS_DIR
-from streams.errors import ContractError
+from streams.contracts import SCHEMAS_PACKAGE, WireError, schema_dir
+from streams.contracts.checks import (
+    _NAMED,
+    _PRIMITIVES,
+    _Check,
+    _CheckFailed,
+    _collect_named,
+    _compile,
+    _fullname,
+    _generate_fast_check,
+)
+from streams.contracts.splice import AuditSplicer
 
 __all__ = [
     "HEADER_LEN",
@@ -54,6 +70,7 @@ __all__ = [
     "known_schemas",
     "register_writer_schema",
     "schema",
+    "splice_audit_record",
 ]
 
 #: Single-object encoding marker (Avro spec, "Single-object encoding").
@@ -62,8 +79,9 @@ MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
 NAMESPACE = "dev.pdx"
 
-#: Top-level schema name -> file in SCHEMAS_DIR, in load order: a file may only reference named types
-#: defined by files before it (audit_record.avsc references AccessRequest, Identity and Decision).
+#: Top-level schema name -> file in schemas/ (the streams.contracts.schemas package), in load order: a file
+#: may only reference named types defined by files before it (audit_record.avsc references AccessRequest,
+#: Identity and Decision).
 SCHEMA_FILES: dict[str, str] = {
     "Identity": "identity.avsc",
     "AccessRequest": "access_request.avsc",
@@ -74,67 +92,22 @@ SCHEMA_FILES: dict[str, str] = {
 }
 
 
-class WireError(ContractError):
-    """A message cannot be encoded or decoded; the message says which schema/field/bytes and why."""
-
-
 # ---- CRC-64-AVRO (Rabin) fingerprint ----------------------------------------------------------------
-
-_CRC64_EMPTY = 0xC15D213AA4D7A795
-
-
-def _crc64_table() -> tuple[int, ...]:
-    table = []
-    for i in range(256):
-        fp = i
-        for _ in range(8):
-            fp = (fp >> 1) ^ (_CRC64_EMPTY & -(fp & 1))
-        table.append(fp)
-    return tuple(table)
-
-
-_CRC64_TABLE = _crc64_table()
 
 
 def crc64_avro(data: bytes) -> int:
-    """The 64-bit Rabin fingerprint "CRC-64-AVRO" exactly as in the Avro specification (empty input =
-    0xc15d213aa4d7a795). Single-object encoding stores it little-endian."""
-    fp = _CRC64_EMPTY
-    table = _CRC64_TABLE
-    for byte in data:
-        fp = (fp >> 8) ^ table[(fp ^ byte) & 0xFF]
-    return fp
+    """The 64-bit Rabin fingerprint "CRC-64-AVRO" of the Avro specification (empty input =
+    0xc15d213aa4d7a795), computed by fastavro, as an unsigned number. ``data`` is UTF-8 text (a Parsing
+    Canonical Form). Single-object encoding stores it little-endian (see :func:`_fingerprint_bytes`)."""
+    return int.from_bytes(_fingerprint_bytes(data.decode("utf-8")), "little")
+
+
+def _fingerprint_bytes(canonical: str) -> bytes:
+    """The 8 header bytes: fastavro returns CRC-64-AVRO as the hex of its little-endian bytes."""
+    return bytes.fromhex(_fastavro_fingerprint(canonical, "CRC-64-AVRO"))
 
 
 # ---- schema loading ---------------------------------------------------------------------------------
-
-_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
-_NAMED = ("record", "enum", "fixed")
-
-
-def _fullname(name: str, namespace: str) -> str:
-    return name if "." in name or not namespace else f"{namespace}.{name}"
-
-
-def _collect_named(node: Any, namespace: str, out: dict[str, dict[str, Any]]) -> None:
-    """Record every named type defined in ``node`` under its full name."""
-    if isinstance(node, list):
-        for branch in node:
-            _collect_named(branch, namespace, out)
-    elif isinstance(node, dict):
-        kind = node.get("type")
-        if kind in _NAMED:
-            full = _fullname(node["name"], node.get("namespace", namespace))
-            out[full] = node
-            namespace = full.rpartition(".")[0]
-            for field in node.get("fields", ()):
-                _collect_named(field["type"], namespace, out)
-        elif kind == "array":
-            _collect_named(node["items"], namespace, out)
-        elif kind == "map":
-            _collect_named(node["values"], namespace, out)
-        elif isinstance(kind, (dict, list)):
-            _collect_named(kind, namespace, out)
 
 
 def _inline(node: Any, namespace: str, known: Mapping[str, dict[str, Any]], defined: set[str]) -> Any:
@@ -178,253 +151,6 @@ def _inline(node: Any, namespace: str, known: Mapping[str, dict[str, Any]], defi
     return out
 
 
-# ---- encode-side checks -----------------------------------------------------------------------------
-# fastavro's writer already rejects a missing required field, a non-str string, a value matching no union
-# branch and an unknown enum symbol, but silently coerces floats/bools into int/long (1.5 -> 1), any value
-# into boolean (None -> false), a str into array<string> ('ab' -> ['a','b']), a list into a map, naive
-# datetimes (taken as UTC) and ints beyond 32 bits into "int". Two checkers are built per schema:
-#
-# * the *fast* check: straight-line Python generated from the schema that only looks at what fastavro would
-#   coerce and answers True/False; it runs on every encode (a few µs);
-# * the *explaining* check: closures that check every field and raise _CheckFailed with a field path; it
-#   runs only when the fast check or the fastavro writer failed, to produce the WireError message.
-
-_Check = Callable[[Any, str], None]
-_MISSING = object()
-_INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
-_TIMESTAMP_TYPES = ("timestamp-millis", "timestamp-micros")
-
-
-class _CheckFailed(Exception):
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__(f"{path or '<record>'} {problem}")
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{type(value).__name__} {text}"
-
-
-def _type_label(node: Any) -> str:
-    if isinstance(node, str):
-        return node.rpartition(".")[2]
-    if isinstance(node, list):
-        return " | ".join(_type_label(branch) for branch in node)
-    logical = node.get("logicalType")
-    if logical:
-        return str(logical)
-    kind = node["type"]
-    if kind in _NAMED:
-        return str(node["name"]).rpartition(".")[2]
-    if kind == "array":
-        return f"array<{_type_label(node['items'])}>"
-    if kind == "map":
-        return f"map<{_type_label(node['values'])}>"
-    return _type_label(kind)
-
-
-def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_aware(value: Any) -> bool:
-    return isinstance(value, _dt.datetime) and value.utcoffset() is not None
-
-
-def _compile(node: Any, named: dict[str, _Check]) -> _Check:
-    """An explaining checker for values of schema ``node``: raises _CheckFailed naming the field path."""
-    if isinstance(node, str) and node not in _PRIMITIVES:
-        return named[node]  # a named type defined earlier in the self-contained schema
-    if isinstance(node, list):
-        checks = [(branch, _compile(branch, named)) for branch in node]
-        label = _type_label(node)
-        non_null = [check for branch, check in checks if branch != "null"]
-        if len(node) == 2 and len(non_null) == 1:  # ["null", T]: T's own message, with its field path
-            inner = non_null[0]
-
-            def check_optional(value: Any, path: str) -> None:
-                if value is not None:
-                    inner(value, path)
-
-            return check_optional
-
-        def check_union(value: Any, path: str) -> None:
-            for branch, check in checks:
-                if branch == "null" and value is None:
-                    return
-                if branch != "null":
-                    try:
-                        check(value, path)
-                        return
-                    except _CheckFailed:
-                        continue
-            raise _CheckFailed(path, f"must be {label}, got {_describe(value)}")
-
-        return check_union
-    kind = node if isinstance(node, str) else node["type"]
-    logical = None if isinstance(node, str) else node.get("logicalType")
-    if logical in _TIMESTAMP_TYPES:
-
-        def check_timestamp(value: Any, path: str, label: str = str(logical)) -> None:
-            if not isinstance(value, _dt.datetime):
-                raise _CheckFailed(path, f"must be a timezone-aware datetime ({label}), got {_describe(value)}")
-            if value.utcoffset() is None:
-                raise _CheckFailed(path, f"must be a timezone-aware datetime (UTC), got naive {value.isoformat()}")
-
-        return check_timestamp
-    if kind in ("int", "long"):
-        low, high = _INT_RANGE[kind]
-
-        def check_int(value: Any, path: str, low: int = low, high: int = high, kind: str = kind) -> None:
-            if not _is_int(value):
-                raise _CheckFailed(path, f"must be {kind}, got {_describe(value)}")
-            if not low <= value <= high:
-                raise _CheckFailed(path, f"is out of range for Avro {kind}: {value}")
-
-        return check_int
-    if kind == "boolean":
-
-        def check_bool(value: Any, path: str) -> None:
-            if value is not True and value is not False:
-                raise _CheckFailed(path, f"must be boolean, got {_describe(value)}")
-
-        return check_bool
-    if kind == "string":
-
-        def check_str(value: Any, path: str) -> None:
-            if not isinstance(value, str):
-                raise _CheckFailed(path, f"must be string, got {_describe(value)}")
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise _CheckFailed(path, f"is not valid UTF-8 text: {exc.reason}") from None
-
-        return check_str
-    if kind == "enum":
-        symbols = tuple(node["symbols"])
-
-        def check_enum(value: Any, path: str, label: str = _type_label(node)) -> None:
-            if not isinstance(value, str) or value not in symbols:
-                raise _CheckFailed(path, f"must be one of {', '.join(symbols)} ({label}), got {_describe(value)}")
-
-        return check_enum
-    if kind == "array":
-        items = _compile(node["items"], named)
-
-        def check_array(value: Any, path: str, label: str = _type_label(node)) -> None:
-            if not isinstance(value, (list, tuple)):
-                raise _CheckFailed(path, f"must be a list ({label}), got {_describe(value)}")
-            for index, item in enumerate(value):
-                items(item, f"{path}[{index}]")
-
-        return check_array
-    if kind == "map":
-        values = _compile(node["values"], named)
-
-        def check_map(value: Any, path: str, label: str = _type_label(node)) -> None:
-            if not isinstance(value, Mapping):
-                raise _CheckFailed(path, f"must be a mapping ({label}), got {_describe(value)}")
-            for key, item in value.items():
-                if not isinstance(key, str):
-                    raise _CheckFailed(path, f"keys must be strings, got {_describe(key)}")
-                values(item, f"{path}[{key!r}]")
-
-        return check_map
-    if kind == "record":
-        fields: list[tuple[str, _Check, bool, str]] = []
-
-        def check_record(value: Any, path: str, label: str = _type_label(node)) -> None:
-            if not isinstance(value, Mapping):
-                raise _CheckFailed(path, f"must be a mapping ({label} record), got {_describe(value)}")
-            for field_name, check, required, field_label in fields:
-                item = value.get(field_name, _MISSING)
-                if item is _MISSING:
-                    if required:
-                        raise _CheckFailed(_join(path, field_name), f"is missing (required {field_label})")
-                    continue
-                check(item, _join(path, field_name))
-
-        named[node["name"]] = check_record  # before the fields, so a recursive reference resolves
-        for field in node["fields"]:
-            check = _compile(field["type"], named)
-            fields.append((field["name"], check, "default" not in field, _type_label(field["type"])))
-        return check_record
-
-    def check_nothing(value: Any, path: str) -> None:  # null/float/double/bytes/fixed: fastavro checks them
-        return None
-
-    return check_nothing
-
-
-def _generate_fast_check(root: dict[str, Any]) -> Callable[[Any], bool]:
-    """Generate ``check(obj) -> bool``: False when a value would be silently coerced by fastavro."""
-    definitions: dict[str, Any] = {}
-    _collect_named(root, "", definitions)
-    counter = iter(range(1_000_000))
-    lines = ["def check(o):"]
-
-    def emit(node: Any, var: str, depth: int, expanding: frozenset[str]) -> list[str]:
-        pad = "    " * depth
-        if isinstance(node, str) and node not in _PRIMITIVES:
-            if node in expanding:  # recursive type: leave the rest to fastavro and the explaining check
-                return []
-            node = definitions[node]
-        if isinstance(node, list):
-            branches = [branch for branch in node if branch != "null"]
-            if len(branches) != 1:
-                return []
-            inner = emit(branches[0], var, depth + 1, expanding)
-            return [f"{pad}if {var} is not None:", *inner] if inner else []
-        kind = node if isinstance(node, str) else node["type"]
-        logical = None if isinstance(node, str) else node.get("logicalType")
-        if logical in _TIMESTAMP_TYPES:
-            return [
-                f"{pad}if ({var}.__class__ is not datetime and not isinstance({var}, datetime))"
-                f" or {var}.utcoffset() is None:",
-                f"{pad}    return False",
-            ]
-        if kind in ("int", "long"):
-            low, high = _INT_RANGE[kind]
-            return [f"{pad}if {var}.__class__ is not int or not {low} <= {var} <= {high}:", f"{pad}    return False"]
-        if kind == "boolean":
-            return [f"{pad}if {var} is not True and {var} is not False:", f"{pad}    return False"]
-        if kind == "array":
-            item = f"i{next(counter)}"
-            inner = emit(node["items"], item, depth + 1, expanding)
-            out = [
-                f"{pad}if {var}.__class__ is not list and not isinstance({var}, (list, tuple)):",
-                f"{pad}    return False",
-            ]
-            return [*out, f"{pad}for {item} in {var}:", *inner] if inner else out
-        if kind == "map":
-            item = f"i{next(counter)}"
-            inner = emit(node["values"], item, depth + 1, expanding)
-            out = [f"{pad}if {var}.__class__ is not dict and not isinstance({var}, Mapping):", f"{pad}    return False"]
-            return [*out, f"{pad}for {item} in {var}.values():", *inner] if inner else out
-        if kind == "record":
-            expanding = expanding | {node["name"]}
-            out = [f"{pad}if {var}.__class__ is not dict and not isinstance({var}, Mapping):", f"{pad}    return False"]
-            for field in node["fields"]:
-                value = f"f{next(counter)}"
-                inner = emit(field["type"], value, depth + 1, expanding)
-                if inner:
-                    out += [f"{pad}{value} = {var}.get({field['name']!r}, M)", f"{pad}if {value} is not M:", *inner]
-            return out
-        return []  # strings, enums, ...: fastavro rejects wrong values itself
-
-    lines += emit(root, "o", 1, frozenset())
-    lines.append("    return True")
-    namespace: dict[str, Any] = {"datetime": _dt.datetime, "Mapping": Mapping, "M": _MISSING}
-    exec(compile("\n".join(lines), f"<wire fast check {root['name']}>", "exec"), namespace)  # noqa: S102
-    return namespace["check"]  # type: ignore[no-any-return]
-
-
 # ---- codecs -----------------------------------------------------------------------------------------
 
 
@@ -448,13 +174,23 @@ _BY_FINGERPRINT: dict[bytes, tuple[str, Any, Any]] = {}
 def _make_codec(name: str, self_contained: dict[str, Any]) -> _Codec:
     parsed = parse_schema(self_contained, {})
     canonical = to_parsing_canonical_form(parsed)
-    fp = crc64_avro(canonical.encode("utf-8")).to_bytes(8, "little")
+    fp = _fingerprint_bytes(canonical)
     fast = _generate_fast_check(self_contained)
     explain = _compile(self_contained, {})
     return _Codec(name, parsed, self_contained, canonical, fp, MAGIC + fp, fast, explain)
 
 
-def _load(schemas_dir: Path) -> None:
+def _schema_dir() -> Traversable:
+    try:
+        return schema_dir()
+    except ModuleNotFoundError as exc:
+        raise WireError(
+            f"cannot load the Avro schemas: no package {SCHEMAS_PACKAGE} ({exc}); install pdx "
+            "(`pip install .`, or `pip install -e .` in a checkout) rather than running it from a bare source tree"
+        ) from exc
+
+
+def _load(schemas_dir: Traversable) -> None:
     raw: dict[str, dict[str, Any]] = {}
     known: dict[str, dict[str, Any]] = {}
     for name, filename in SCHEMA_FILES.items():
@@ -473,7 +209,16 @@ def _load(schemas_dir: Path) -> None:
         _BY_FINGERPRINT[codec.fingerprint] = (name, codec.parsed, None)
 
 
-_load(SCHEMAS_DIR)
+_load(_schema_dir())
+
+#: The worker's hot path: an AuditRecord from the already-encoded request, identity and decision
+#: (see streams.contracts.splice; byte-identical to ``encode("AuditRecord", ...)``).
+splice_audit_record = AuditSplicer(
+    request_header=_CODECS["AccessRequest"].header,
+    identity_header=_CODECS["Identity"].header,
+    decision_header=_CODECS["Decision"].header,
+    audit_header=_CODECS["AuditRecord"].header,
+).splice_audit_record
 
 
 def _codec(schema_name: str) -> _Codec:
@@ -542,7 +287,7 @@ def _unknown_fingerprint(fp: bytes) -> WireError:
     return WireError(
         f"unknown schema fingerprint 0x{number:016x} (known: {', '.join(_CODECS)}): the producer uses a schema "
         "this worker does not know (another version of a pdx schema? register it with "
-        "streams.wire.register_writer_schema)"
+        "streams.contracts.wire.register_writer_schema)"
     )
 
 
@@ -598,7 +343,7 @@ def register_writer_schema(schema_name: str, writer_schema: Mapping[str, Any] | 
         canonical = to_parsing_canonical_form(parsed)
     except Exception as exc:
         raise WireError(f"invalid writer schema for {schema_name}: {exc}") from exc
-    fp = crc64_avro(canonical.encode("utf-8")).to_bytes(8, "little")
+    fp = _fingerprint_bytes(canonical)
     if fp == codec.fingerprint:
         return fp
     _BY_FINGERPRINT[fp] = (schema_name, parsed, codec.parsed)
@@ -614,79 +359,3 @@ def _fingerprint_table(names: Iterable[str] | None = None) -> str:
 
 if __name__ == "__main__":  # python -m streams.contracts.wire: the fingerprints table for schemas/README.md
     print(_fingerprint_table())
-
-
-# ---- AuditRecord from already-encoded parts (the worker's hot path) ------------------------------------
-
-_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
-
-
-def _zigzag(n: int) -> bytes:
-    """Avro int/long: zig-zag, then base-128 varint."""
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z & ~0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
-
-
-def _avro_string(s: str) -> bytes:
-    data = s.encode("utf-8")
-    return _zigzag(len(data)) + data
-
-
-def _micros(dt: _dt.datetime) -> int:
-    delta = dt - _EPOCH
-    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _body_of(schema_name: str, message: bytes) -> bytes | None:
-    """The Avro body of a single-object message written with the CURRENT schema, else None."""
-    if message[:HEADER_LEN] != _codec(schema_name).header:
-        return None
-    return message[HEADER_LEN:]
-
-
-def splice_audit_record(
-    request_msg: bytes,
-    identity_msg: bytes | None,
-    decision_msg: bytes,
-    *,
-    received_at: _dt.datetime,
-    decided_at: _dt.datetime,
-    source_topic: str,
-    source_partition: int,
-    source_offset: int,
-    worker_id: str,
-) -> bytes | None:
-    """An AuditRecord message built by concatenating already-encoded parts.
-
-    Why: Avro's binary encoding of a record is the concatenation of its fields' encodings, and the worker
-    already holds the request as received, the identity as it arrived from the inventory topic and the
-    decision it just encoded for the reply. Re-encoding them was the largest serialization cost per
-    decision. Returns None when a part was written with another schema version (the caller then encodes
-    the record the ordinary way); the result is byte-identical to ``encode("AuditRecord", ...)``.
-    """
-    request = _body_of("AccessRequest", request_msg)
-    decision = _body_of("Decision", decision_msg)
-    identity = _body_of("Identity", identity_msg) if identity_msg is not None else b""
-    if request is None or decision is None or identity is None:
-        return None
-    if received_at.tzinfo is None or decided_at.tzinfo is None:
-        raise WireError("cannot encode AuditRecord: received_at/decided_at must be timezone-aware")
-    return b"".join(
-        (
-            _codec("AuditRecord").header,
-            request,
-            b"\x00" if identity_msg is None else b"\x02" + identity,  # union index 0 = null, 1 = Identity
-            decision,
-            _zigzag(_micros(received_at)),
-            _zigzag(_micros(decided_at)),
-            _avro_string(source_topic),
-            _zigzag(source_partition),
-            _zigzag(source_offset),
-            _avro_string(worker_id),
-        )
-    )

@@ -3,6 +3,9 @@
 Brings up Kafka and ClickHouse, creates topics, migrates the audit table, publishes the shipped policies,
 loads the demo inventory, starts a worker, and runs the seed scenarios plus the kill switch through Kafka
 with the PolicyClient SDK. Prints request → decision → reasons, then the audit rows that reached ClickHouse.
+
+The scenarios are data: streams/demo/scenarios.yaml, in the `pdx policy test` case shape (scenario_file.py
+loads and validates it; tests/unit/demo checks its expectations against the engine without Kafka).
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,170 +22,20 @@ from rich.table import Table
 
 from streams import config as settings
 from streams.console import say, step
+from streams.demo.scenario_file import DemoScenarios, Scenario, load_scenarios
 from streams.errors import UserError
 
+#: The checkout's demo inventory (tests); the demo itself asks settings.require_demo_inventory(), which
+#: also finds ./examples/inventory.yaml and says what is missing outside a checkout.
 DEMO_INVENTORY = settings.REPO_ROOT / "examples" / "inventory.yaml"
 DEMO_WORKER = "demo-worker-1"
 AUDIT_SINK = "audit-sink-1"
 TIMELINE_IDENTITY = "agent-analytics"
 
 
-@dataclass
-class Scenario:
-    name: str
-    identity: str
-    action: str
-    resource: dict[str, Any]
-    context: dict[str, Any] = field(default_factory=dict)
-    expected: str = "deny"
-    expected_code: str | None = None
-    on_behalf_of: list[str] = field(default_factory=list)
-
-
-def _fresh_token() -> dict[str, Any]:
-    return {"token_issued_at": datetime.now(UTC) - timedelta(minutes=2)}
-
-
 def scenarios(in_change_window: bool) -> list[Scenario]:
-    prod_db = {"id": "orders-db", "type": "database", "environment": "production", "sensitivity": "restricted"}
-    secret = {
-        "id": "payments/deploy-key",
-        "type": "secret",
-        "environment": "production",
-        "sensitivity": "restricted",
-        "repository": "payments-service",
-    }
-    api = {"id": "invoices-api", "type": "api", "environment": "production", "sensitivity": "confidential"}
-    config = {"id": "feature-flags", "type": "config", "environment": "production", "sensitivity": "internal"}
-    pipeline = {"id": "release-prod", "type": "pipeline", "environment": "production"}
-    return [
-        Scenario(
-            "1a agent → prod DB, tagged, time-bounded",
-            "agent-analytics",
-            "db:connect",
-            prod_db,
-            {"requested_ttl_s": 900},
-            "allow",
-            "agent_production_time_bounded",
-            ["alice"],
-        ),
-        Scenario(
-            "1b agent → prod DB, not tagged for prod",
-            "agent-intern",
-            "db:connect",
-            prod_db,
-            {"requested_ttl_s": 900},
-            "deny",
-            "agent_not_tagged_for_production",
-            ["alice"],
-        ),
-        Scenario(
-            "1c agent → prod DB, no time bound",
-            "agent-analytics",
-            "db:connect",
-            prod_db,
-            {},
-            "deny",
-            "time_bound_required",
-            ["alice"],
-        ),
-        Scenario(
-            "2a deploy SA → secret, approved repo"
-            + (" (in change window)" if in_change_window else " (outside change window)"),
-            "sa-deploy-payments",
-            "secrets:read",
-            secret,
-            {},
-            "allow" if in_change_window else "deny",
-            "deployment_secret_in_window" if in_change_window else "outside_change_window",
-        ),
-        Scenario(
-            "2b deploy SA → secret, repo not approved",
-            "sa-deploy-payments",
-            "secrets:read",
-            {**secret, "id": "ledger/deploy-key", "repository": "ledger-service"},
-            {},
-            "deny",
-            "repository_not_approved",
-        ),
-        Scenario(
-            "3a m2m API call, internal net, fresh token",
-            "svc-billing",
-            "api:call",
-            api,
-            {"source_ip": "10.20.30.40", **_fresh_token()},
-            "allow",
-            "m2m_call_allowed",
-        ),
-        Scenario(
-            "3b m2m API call from the internet",
-            "svc-billing",
-            "api:call",
-            api,
-            {"source_ip": "203.0.113.7", **_fresh_token()},
-            "deny",
-            "untrusted_network",
-        ),
-        Scenario(
-            "3c m2m API call with a 2h-old token",
-            "svc-billing",
-            "api:call",
-            api,
-            {"source_ip": "10.20.30.40", "token_issued_at": datetime.now(UTC) - timedelta(hours=2)},
-            "deny",
-            "stale_token",
-        ),
-        Scenario(
-            "4a agent reads config", "agent-config-bot", "config:read", config, {}, "allow", "config_read", ["alice"]
-        ),
-        Scenario(
-            "4b agent writes config, no approval",
-            "agent-config-bot",
-            "config:write",
-            config,
-            {},
-            "step_up",
-            "approval_required",
-            ["alice"],
-        ),
-        Scenario(
-            "4c agent writes config, pre-approved",
-            "agent-config-bot",
-            "config:write",
-            {**config, "id": "rate-limits"},
-            {},
-            "allow",
-            "config_write_preapproved",
-            ["alice"],
-        ),
-        Scenario(
-            "5a privileged release, stale credential",
-            "wf-release-legacy",
-            "deploy:release",
-            pipeline,
-            {},
-            "step_up",
-            "credential_unrotated",
-        ),
-        Scenario(
-            "5b privileged release, rotated credentials",
-            "wf-release-main",
-            "deploy:release",
-            pipeline,
-            {},
-            "allow",
-            "privileged_release",
-        ),
-        Scenario(
-            "unknown identity",
-            "agent-nobody-knows",
-            "db:connect",
-            prod_db,
-            {"requested_ttl_s": 60},
-            "deny",
-            "unknown_identity",
-        ),
-    ]
+    """The seed scenarios of streams/demo/scenarios.yaml (without the ``then:`` steps, which change state)."""
+    return load_scenarios(in_change_window).cases
 
 
 def in_change_window(now: datetime) -> bool:
@@ -192,8 +44,9 @@ def in_change_window(now: datetime) -> bool:
     from streams.model.inventory_file import read_inventory
     from streams.policy import compile_bundle, evaluate, load_policy_dir
 
-    bundle = compile_bundle(load_policy_dir(settings.POLICIES_DIR).to_bundle_content())
-    identity = next(i for i in read_inventory(DEMO_INVENTORY) if i.id == "sa-deploy-payments")
+    bundle = compile_bundle(load_policy_dir(settings.require_policies_dir("pdx demo")).to_bundle_content())
+    inventory = settings.require_demo_inventory("pdx demo")
+    identity = next(i for i in read_inventory(inventory) if i.id == "sa-deploy-payments")
     request = AccessRequest(
         request_id="probe",
         occurred_at=now,
@@ -204,44 +57,37 @@ def in_change_window(now: datetime) -> bool:
     return "outside_change_window" not in evaluate(bundle, request, identity, [], now).reason_codes
 
 
-async def _run_scenarios(items: list[Scenario]) -> list[dict[str, Any]]:
+async def _run_scenarios(demo: DemoScenarios) -> list[dict[str, Any]]:
     from streams.client import PolicyClient
     from streams.ops import grant_approval, update_identity
 
-    await grant_approval("agent-config-bot", "config:write", "rate-limits", timedelta(hours=1), "alice@security")
+    for a in demo.approvals:
+        await grant_approval(a.identity_id, a.action, a.resource_id, a.expires_at - a.granted_at, a.approved_by,
+                             approval_id=a.approval_id)
     results: list[dict[str, Any]] = []
     async with PolicyClient(timeout_s=10.0) as client:
-        await asyncio.sleep(0.5)  # let the approval reach the worker's table
-        for sc in items:
+        await asyncio.sleep(0.5)  # let the approvals reach the worker's table
+        for sc in demo.cases:
             d = await client.check(sc.identity, sc.action, sc.resource, sc.context, on_behalf_of=sc.on_behalf_of)
             results.append(_result(sc, d))
-        # Kill switch: suspend an identity that was just allowed; its next request is denied.
-        await update_identity("agent-analytics", lambda i: setattr(i, "status", "suspended"))
-        kill = Scenario(
-            "kill switch: agent-analytics suspended",
-            "agent-analytics",
-            "db:connect",
-            items[0].resource,
-            {"requested_ttl_s": 900},
-            "deny",
-            "identity_suspended",
-            ["alice"],
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            d = await client.check(
-                kill.identity, kill.action, kill.resource, kill.context, on_behalf_of=kill.on_behalf_of
-            )
-            if d.decision == "deny" or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.1)
-        results.append(_result(kill, d))
+        # Kill switch: suspend an identity that was just allowed; its next request is denied. The suspension
+        # travels through Kafka, so ask again until the expected decision arrives (or 10 s pass).
+        for sc in demo.then:
+            if sc.suspend:
+                await update_identity(sc.suspend, lambda i: setattr(i, "status", "suspended"))
+            deadline = time.monotonic() + 10
+            while True:
+                d = await client.check(sc.identity, sc.action, sc.resource, sc.context, on_behalf_of=sc.on_behalf_of)
+                if d.decision == sc.expected or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+            results.append(_result(sc, d))
     return results
 
 
 def _result(sc: Scenario, d: Any) -> dict[str, Any]:
     codes = [r.code for r in d.reasons]
-    ok = d.decision == sc.expected and (sc.expected_code is None or sc.expected_code in codes)
+    ok = d.decision == sc.expected and all(code in codes for code in sc.expected_reasons)
     return {
         "name": sc.name,
         "identity": sc.identity,
@@ -278,8 +124,9 @@ def prepare_stack(worker_id: str = DEMO_WORKER, *, start_worker: bool = True) ->
     with step("Migrating the ClickHouse audit schema"):
         migrate(connect(s.clickhouse_url), ttl_days=s.audit_ttl_days)
     with step("Publishing policies/ and loading examples/inventory.yaml"):
-        version = asyncio.run(publish_policies(str(settings.POLICIES_DIR), "pdx-demo"))
-        n_identities = asyncio.run(load_inventory(str(DEMO_INVENTORY), show_progress=False))
+        version = asyncio.run(publish_policies(str(settings.require_policies_dir("pdx demo")), "pdx-demo"))
+        inventory = settings.require_demo_inventory("pdx demo")
+        n_identities = asyncio.run(load_inventory(str(inventory), show_progress=False))
     pid_file = stack.state_dir / "workers" / f"{worker_id}.pid"
     log = stack.state_dir / "workers" / f"{worker_id}.log"
     if not start_worker:
@@ -296,10 +143,12 @@ def prepare_stack(worker_id: str = DEMO_WORKER, *, start_worker: bool = True) ->
 def run_demo(as_json: bool = False) -> int:
     from streams.audit.store import wait_for_audit_rows
 
+    load_scenarios(in_change_window=True)  # a bad scenarios.yaml fails here, before the stack comes up
     version, n_identities, log = prepare_stack()
     window = in_change_window(datetime.now(UTC))
+    # Loaded after the stack is up, so "now-2m" tokens are two minutes old when they are sent.
     with step("Running the scenarios through Kafka"):
-        results = asyncio.run(_run_scenarios(scenarios(window)))
+        results = asyncio.run(_run_scenarios(load_scenarios(window)))
     with step("Waiting for the audit records to reach ClickHouse"):
         audit_rows = wait_for_audit_rows(len(results), request_ids=[r["request_id"] for r in results])
     ok = all(r["ok"] for r in results) and audit_rows == len(results)

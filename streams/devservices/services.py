@@ -21,7 +21,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from streams import config as settings
+from streams import config
 from streams.console import say, step
 from streams.devservices import procs
 from streams.errors import UserError
@@ -40,7 +40,7 @@ class Ports:
     clickhouse_tcp: int
 
     @classmethod
-    def from_settings(cls, s: settings.Settings) -> Ports:
+    def from_settings(cls, s: config.Settings) -> Ports:
         return cls(s.kafka_port, s.kafka_controller_port, s.clickhouse_http_port, s.clickhouse_tcp_port)
 
     @classmethod
@@ -50,17 +50,17 @@ class Ports:
     def env(self) -> dict[str, str]:
         """Environment variables that point pdx at these ports."""
         return {
-            settings.ENV_KAFKA_BOOTSTRAP: f"127.0.0.1:{self.kafka}",
-            settings.ENV_CLICKHOUSE_URL: f"http://127.0.0.1:{self.clickhouse_http}",
-            settings.ENV_KAFKA_PORT: str(self.kafka),
-            settings.ENV_KAFKA_CONTROLLER_PORT: str(self.kafka_controller),
-            settings.ENV_CLICKHOUSE_HTTP_PORT: str(self.clickhouse_http),
-            settings.ENV_CLICKHOUSE_TCP_PORT: str(self.clickhouse_tcp),
+            config.ENV_KAFKA_BOOTSTRAP: f"127.0.0.1:{self.kafka}",
+            config.ENV_CLICKHOUSE_URL: f"http://127.0.0.1:{self.clickhouse_http}",
+            config.ENV_KAFKA_PORT: str(self.kafka),
+            config.ENV_KAFKA_CONTROLLER_PORT: str(self.kafka_controller),
+            config.ENV_CLICKHOUSE_HTTP_PORT: str(self.clickhouse_http),
+            config.ENV_CLICKHOUSE_TCP_PORT: str(self.clickhouse_tcp),
         }
 
 
 def cache_dir() -> Path:
-    return settings.load().cache_dir
+    return config.load().cache_dir
 
 
 class DevStack:
@@ -82,7 +82,7 @@ class DevStack:
         self.state_file.write_text(json.dumps({"ports": asdict(ports)}, indent=2) + "\n")
 
     def ports(self) -> Ports:
-        return self.saved_ports() or Ports.from_settings(settings.load())
+        return self.saved_ports() or Ports.from_settings(config.load())
 
     def service_dir(self, name: str) -> Path:
         return self.state_dir / name
@@ -100,7 +100,7 @@ class DevStack:
     def health(self, name: str, ports: Ports | None = None) -> tuple[bool, str]:
         ports = ports or self.ports()
         if name == "kafka":
-            return kafka_health(settings.load().replace(kafka_bootstrap=f"127.0.0.1:{ports.kafka}"))
+            return kafka_health(config.load().replace(kafka_bootstrap=f"127.0.0.1:{ports.kafka}"))
         return clickhouse_health(f"http://127.0.0.1:{ports.clickhouse_http}")
 
     # ---- up / down -----------------------------------------------------------------------------
@@ -151,8 +151,8 @@ class DevStack:
         home = self.service_dir("kafka")
         data = home / "data"
         home.mkdir(parents=True, exist_ok=True)
-        config = home / "server.properties"
-        config.write_text(_kafka_properties(ports, data))
+        properties = home / "server.properties"
+        properties.write_text(_kafka_properties(ports, data))
         log4j = home / "log4j2.properties"
         log4j.write_text(_KAFKA_LOG4J)
         classpath = f"{lib}/*"
@@ -169,14 +169,14 @@ class DevStack:
                         "format",
                         f"--cluster-id={cluster_id_file.read_text().strip()}",
                         "-c",
-                        str(config),
+                        str(properties),
                         "--ignore-formatted",
                     ],
                     f"formatting Kafka storage in {data} failed",
                 )
         log = self.log_file("kafka")
-        procs.spawn([*jvm, "kafka.Kafka", str(config)], cwd=home, log_file=log, pid_file=self.pid_file("kafka"))
-        with step(f"Starting Kafka {settings.KAFKA_VERSION} on 127.0.0.1:{ports.kafka}"):
+        procs.spawn([*jvm, "kafka.Kafka", str(properties)], cwd=home, log_file=log, pid_file=self.pid_file("kafka"))
+        with step(f"Starting Kafka {config.KAFKA_VERSION} on 127.0.0.1:{ports.kafka}"):
             self._wait_healthy("kafka", ports, KAFKA_HEALTH_TIMEOUT_S)
 
     # ---- clickhouse ----------------------------------------------------------------------------
@@ -200,7 +200,7 @@ class DevStack:
             cwd=home,
             log_file=self.log_file("clickhouse"),
             pid_file=self.pid_file("clickhouse"),
-            env={"PYTHONPATH": str(settings.PACKAGE_PARENT)},
+            env={"PYTHONPATH": str(config.PACKAGE_PARENT)},
         )
         with step(f"Starting ClickHouse (chdb engine) on 127.0.0.1:{ports.clickhouse_http}"):
             self._wait_healthy("clickhouse", ports, CLICKHOUSE_HEALTH_TIMEOUT_S)
@@ -258,14 +258,14 @@ def find_java() -> str:
     match = re.search(r'version "(\d+)', out)
     if match and int(match.group(1)) < 17:
         raise UserError(
-            f"{java} is Java {match.group(1)}; Kafka {settings.KAFKA_VERSION} needs Java 17+ (set JAVA_HOME)"
+            f"{java} is Java {match.group(1)}; Kafka {config.KAFKA_VERSION} needs Java 17+ (set JAVA_HOME)"
         )
     return java
 
 
 def ensure_kafka_jars() -> Path:
     """The directory holding Kafka's jars, resolved by Maven once and cached."""
-    target = cache_dir() / f"kafka-{settings.KAFKA_SCALA}-{settings.KAFKA_VERSION}"
+    target = cache_dir() / f"kafka-{config.KAFKA_SCALA}-{config.KAFKA_VERSION}"
     lib = target / "lib"
     if (target / ".complete").exists():
         return lib
@@ -276,7 +276,7 @@ def ensure_kafka_jars() -> Path:
     staging = target / "lib.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    with step(f"Resolving Apache Kafka {settings.KAFKA_VERSION} jars from Maven Central (first time only)"):
+    with step(f"Resolving Apache Kafka {config.KAFKA_VERSION} jars from Maven Central (first time only)"):
         _run_or_fail(
             [
                 mvn,
@@ -285,15 +285,15 @@ def ensure_kafka_jars() -> Path:
                 "-f",
                 str(pom),
                 "dependency:copy-dependencies",
-                f"-Dkafka.version={settings.KAFKA_VERSION}",
+                f"-Dkafka.version={config.KAFKA_VERSION}",
                 f"-DoutputDirectory={staging}",
                 "-DincludeScope=runtime",
             ],
-            f"Maven could not resolve Kafka {settings.KAFKA_VERSION} (is Maven Central reachable?)",
+            f"Maven could not resolve Kafka {config.KAFKA_VERSION} (is Maven Central reachable?)",
         )
     shutil.rmtree(lib, ignore_errors=True)
     staging.rename(lib)
-    (target / ".complete").write_text(settings.KAFKA_VERSION + "\n")
+    (target / ".complete").write_text(config.KAFKA_VERSION + "\n")
     return lib
 
 

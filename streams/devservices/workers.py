@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from streams import config as settings
+from streams import config
 from streams.devservices import procs
 from streams.errors import UserError
 
@@ -35,7 +35,7 @@ def spawn_worker(state_dir: Path, worker_id: str, extra_env: dict[str, str] | No
     """Start `pdx worker` in the background; returns (pid, log). It writes <log>.ready when deciding."""
     ready = state_dir / "workers" / f"{worker_id}.ready"
     ready.unlink(missing_ok=True)
-    env = {settings.ENV_WORKER_ID: worker_id, settings.ENV_READY_FILE: str(ready), **(extra_env or {})}
+    env = {config.ENV_WORKER_ID: worker_id, config.ENV_READY_FILE: str(ready), **(extra_env or {})}
     return _spawn_pdx(state_dir, worker_id, ["worker", "--worker-id", worker_id], env)
 
 

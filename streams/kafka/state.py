@@ -15,7 +15,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
-from streams import config as settings
+from streams import config
 from streams.config import Settings
 from streams.contracts import wire
 from streams.errors import UserError
@@ -46,7 +46,7 @@ async def publish_bundle(producer: AIOKafkaProducer, content: str, version: str,
             "content": content,
         },
     )
-    await producer.send_and_wait(settings.TOPIC_POLICIES, value, key=b"current")
+    await producer.send_and_wait(config.TOPIC_POLICIES, value, key=b"current")
 
 
 async def put_identities(producer: AIOKafkaProducer, identities: Iterable[Mapping[str, Any]]) -> int:
@@ -54,7 +54,7 @@ async def put_identities(producer: AIOKafkaProducer, identities: Iterable[Mappin
     futures = []
     for identity in identities:
         value = wire.encode("Identity", identity)
-        futures.append(await producer.send(settings.TOPIC_INVENTORY, value, key=str(identity["id"]).encode()))
+        futures.append(await producer.send(config.TOPIC_INVENTORY, value, key=str(identity["id"]).encode()))
     await asyncio.gather(*futures)
     return len(futures)
 
@@ -63,10 +63,10 @@ async def put_approval(producer: AIOKafkaProducer, approval: Mapping[str, Any]) 
     """Approvals are keyed identity/approval (so compaction keeps each one) but produced to the identity's
     partition, co-partitioned with that identity's requests."""
     identity_id = str(approval["identity_id"])
-    n = await partition_count(producer, settings.TOPIC_APPROVALS)
+    n = await partition_count(producer, config.TOPIC_APPROVALS)
     key = f"{identity_id}/{approval['approval_id']}".encode()
     await producer.send_and_wait(
-        settings.TOPIC_APPROVALS, wire.encode("Approval", approval), key=key, partition=partition_for(identity_id, n)
+        config.TOPIC_APPROVALS, wire.encode("Approval", approval), key=key, partition=partition_for(identity_id, n)
     )
 
 

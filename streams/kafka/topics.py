@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams import config as settings
+from streams import config
 from streams.config import Settings
 from streams.errors import UserError, kafka_unreachable
 from streams.kafka import clients
@@ -23,13 +23,13 @@ def topic_specs(request_partitions: int, decision_partitions: int) -> list[Topic
         raise UserError("partition counts must be at least 1")
     compact = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "3600000"}
     return [
-        TopicSpec(settings.TOPIC_REQUESTS, request_partitions, {"retention.ms": str(7 * 86400_000)}),
-        TopicSpec(settings.TOPIC_DECISIONS, decision_partitions, {"retention.ms": str(86400_000)}),
-        TopicSpec(settings.TOPIC_AUDIT, request_partitions, {"retention.ms": str(14 * 86400_000)}),
-        TopicSpec(settings.TOPIC_DLQ, 1, {"retention.ms": str(30 * 86400_000)}),
-        TopicSpec(settings.TOPIC_INVENTORY, request_partitions, compact),
-        TopicSpec(settings.TOPIC_APPROVALS, request_partitions, compact),
-        TopicSpec(settings.TOPIC_POLICIES, 1, compact),
+        TopicSpec(config.TOPIC_REQUESTS, request_partitions, {"retention.ms": str(7 * 86400_000)}),
+        TopicSpec(config.TOPIC_DECISIONS, decision_partitions, {"retention.ms": str(86400_000)}),
+        TopicSpec(config.TOPIC_AUDIT, request_partitions, {"retention.ms": str(14 * 86400_000)}),
+        TopicSpec(config.TOPIC_DLQ, 1, {"retention.ms": str(30 * 86400_000)}),
+        TopicSpec(config.TOPIC_INVENTORY, request_partitions, compact),
+        TopicSpec(config.TOPIC_APPROVALS, request_partitions, compact),
+        TopicSpec(config.TOPIC_POLICIES, 1, compact),
     ]
 
 
@@ -61,10 +61,10 @@ async def create_topics(
             for spec in missing:
                 result[spec.name] = f"created ({spec.partitions} partitions)"
             existing = await _partition_counts(admin)
-        co = {existing.get(t) for t in (settings.TOPIC_REQUESTS, settings.TOPIC_INVENTORY, settings.TOPIC_APPROVALS)}
+        co = {existing.get(t) for t in (config.TOPIC_REQUESTS, config.TOPIC_INVENTORY, config.TOPIC_APPROVALS)}
         if len(co) != 1:
             raise UserError(
-                f"{settings.TOPIC_REQUESTS}, {settings.TOPIC_INVENTORY} and {settings.TOPIC_APPROVALS} must have "
+                f"{config.TOPIC_REQUESTS}, {config.TOPIC_INVENTORY} and {config.TOPIC_APPROVALS} must have "
                 f"the same partition count (co-partitioned by identity id) but have {sorted(c for c in co if c)}; "
                 "recreate them with the same count"
             )
@@ -92,4 +92,4 @@ async def missing_topics(cfg: Settings) -> list[str]:
         existing = set(await admin.list_topics())
     finally:
         await admin.close()
-    return [t for t in settings.ALL_TOPICS if t not in existing]
+    return [t for t in config.ALL_TOPICS if t not in existing]

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 from streams.model.fields import _require_mapping, _str, parse_timestamp
+from streams.model.glob import glob_match  # re-exported: streams.model.glob_match
 
-
-@lru_cache(maxsize=4096)
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(fnmatch.translate(pattern))
-
-
-def glob_match(pattern: str, value: str) -> bool:
-    """Case-sensitive shell-style glob (``*``, ``?``, ``[...]``); ``*`` also matches ``:`` and ``/``."""
-    if pattern == "*":
-        return True
-    if "*" not in pattern and "?" not in pattern and "[" not in pattern:
-        return pattern == value
-    return _glob_regex(pattern).match(value) is not None
+__all__ = ["Approval", "approval_valid", "glob_match"]
 
 
 @dataclass(slots=True)

@@ -11,35 +11,26 @@ spliced into the source. tests/unit/test_policy_engine.py checks that both forms
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from streams.policy.language import ENUM, NUMBER, SET, WEEKDAYS, lookup_attribute, parse_duration_s, to_unit
-
-if TYPE_CHECKING:
-    from streams.policy.compiler import Env, Schedule
+from streams.policy.language import lookup_attribute
+from streams.policy.operators import OPERATORS, is_ref
+from streams.policy.runtime import DERIVED, GENERATED_NAMESPACE, Env, Schedule
 
 _PLAIN_PREFIXES = (("identity.", "ident."), ("resource.", "req.resource."), ("context.", "req.context."))
-_DERIVED_CALLS = {
-    "identity.credentials": "active_credential_types(env)",
-    "identity.credential_age_days": "credential_age_days(env)",
-    "context.token_age_s": "token_age_s(env)",
-    "context.approval_valid": "approval_valid(env)",
-}
+_FREE_PREFIXES = (("identity.attributes.", "ident"), ("resource.attributes.", "req.resource"),
+                  ("context.attributes.", "req.context"))
 
 
 class _Gen:
+    """Builds one expression; the :class:`streams.policy.operators.Emitter` the operators' ``emit`` parts use."""
+
     def __init__(self, tz: ZoneInfo, schedules: dict[str, Schedule], prefix: str = "") -> None:
         self.tz = tz
         self.schedules = schedules
         self.prefix = prefix
-        from streams.policy import compiler as c
-
-        self.ns: dict[str, Any] = {
-            "WEEKDAYS": WEEKDAYS, "active_credential_types": c.active_credential_types,
-            "credential_age_days": c.credential_age_days, "token_age_s": c.token_age_s,
-            "approval_valid": c.approval_valid, "local_time": c.local_time, "within": c.within,
-        }
+        self.ns: dict[str, Any] = dict(GENERATED_NAMESPACE)
         self.n = 0
 
     def const(self, value: Any) -> str:
@@ -54,12 +45,11 @@ class _Gen:
     def value(self, path: str) -> str:
         if path == "action":
             return "req.action"
-        if path in _DERIVED_CALLS:
-            return _DERIVED_CALLS[path]
+        if path in DERIVED:
+            return f"{DERIVED[path].__name__}(env)"  # GENERATED_NAMESPACE holds it under that name
         if path == "context.on_behalf_of":
             return "req.on_behalf_of"
-        for prefix, obj in (("identity.attributes.", "ident"), ("resource.attributes.", "req.resource"),
-                            ("context.attributes.", "req.context")):
+        for prefix, obj in _FREE_PREFIXES:
             if path.startswith(prefix):
                 return f"{obj}.attributes.get({self.const(path[len(prefix):])})"
         if path.startswith("now."):
@@ -96,66 +86,14 @@ class _Gen:
         return "(" + " and ".join(parts) + ")" if parts else "True"
 
     def leaf(self, path: str, op: str, operand: Any) -> str:
-        spec = lookup_attribute(path)
-        assert spec is not None
+        entry = OPERATORS[op]
         v = self.value(path)
-        t = self.temp()
-        if isinstance(operand, dict) and "ref" in operand:
-            w = self.value(operand["ref"])
-            u = self.temp()
-            return {
-                "equals": f"(({t} := {v}) is not None and {t} == {w})",
-                "not_equals": f"(({t} := {v}) is not None and ({u} := {w}) is not None and {t} != {u})",
-                "in": f"(({t} := {v}) is not None and {t} in ({w} or ()))",
-                "not_in": f"(({t} := {v}) is not None and {t} not in ({w} or ()))",
-                "contains": f"(({u} := {w}) is not None and {u} in {v})",
-                "not_contains": f"(({u} := {w}) is not None and {u} not in {v})",
-            }[op]
-
-        def num(x: Any) -> Any:
-            if spec.type == NUMBER and isinstance(x, str):
-                return to_unit(parse_duration_s(x), spec.unit or "s")
-            return x
-
-        if op in ("exists", "missing"):
-            want = operand if op == "exists" else not operand
-            if spec.type == SET:
-                return f"(not not {v})" if want else f"(not {v})"
-            return f"({v} is not None)" if want else f"({v} is None)"
-        if op == "equals":
-            return f"({v} == {self.const(num(operand))})"
-        if op == "not_equals":
-            return f"(({t} := {v}) is not None and {t} != {self.const(num(operand))})"
-        if op == "in":
-            return f"({v} in {self.const(frozenset(num(x) for x in operand))})"
-        if op == "not_in":
-            return f"(({t} := {v}) is not None and {t} not in {self.const(frozenset(num(x) for x in operand))})"
-        if op == "contains":
-            return f"({self.const(operand)} in {v})"
-        if op == "not_contains":
-            return f"({self.const(operand)} not in {v})"
-        if op == "contains_any":
-            return f"(not {self.const(frozenset(operand))}.isdisjoint({v}))"
-        if op == "contains_all":
-            return f"{self.const(frozenset(operand))}.issubset({v})"
-        cmp = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}.get(op)
-        if cmp is not None:
-            if spec.type == ENUM:
-                rank = {val: i for i, val in enumerate(spec.values)}
-                return f"(({t} := {self.const(rank)}.get({v})) is not None and {t} {cmp} {rank[operand]})"
-            return f"(({t} := {v}) is not None and {t} {cmp} {self.const(num(operand))})"
-        if op in ("in_cidr", "not_in_cidr"):
-            from streams.policy.compiler import cidr_checkers
-
-            inside, outside = cidr_checkers(operand)
-            return f"{self.const(inside if op == 'in_cidr' else outside)}({v})"
-        if op in ("glob", "not_glob"):
-            from streams.policy.compiler import _glob_pred
-
-            pred = self.const(_glob_pred([operand] if isinstance(operand, str) else operand))
-            neg = "not " if op == "not_glob" else ""
-            return f"(({t} := {v}) is not None and {neg}{pred}({t}))"
-        raise ValueError(f"operator {op!r}")
+        if is_ref(operand):
+            assert entry.ref is not None  # validated
+            return entry.ref.emit(self, v, self.value(operand["ref"]))
+        spec = lookup_attribute(path)
+        assert spec is not None  # validated
+        return entry.emit(self, spec, operand, v)
 
 
 def rule_expression(nodes: list[Any], tz: ZoneInfo, schedules: dict[str, Schedule],

@@ -7,7 +7,8 @@ grouped by their namespace (``db:*`` under ``db``) and matched once per distinct
 which the resulting candidate set is cached. The remaining conditions of every candidate rule are emitted as
 Python expressions and compiled into one ``decide`` function per distinct candidate set (codegen.py).
 Derived attributes (credential age, token age, approval validity, local time, schedules) are computed lazily
-by the env functions below only when a candidate rule reads them.
+by the env functions of runtime.py only when a candidate rule reads them; what each operator does is its entry
+in operators.py.
 
 Each condition is also compiled into a closure tree (:class:`Cond`), which ``explain`` walks to show what held
 and what failed; tests check that the tree and the generated code agree.
@@ -19,10 +20,7 @@ Semantics of a missing attribute (value null / absent): every operator is false 
 
 from __future__ import annotations
 
-import fnmatch
-import ipaddress
 import json
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,180 +29,14 @@ from operator import attrgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from streams.model import AccessRequest, Approval, Identity, MonitorOutcome, Reason, iso_utc, parse_timestamp
+from streams.model import MonitorOutcome, Reason, iso_utc
+from streams.model.durations import parse_duration_s
+from streams.model.glob import glob_predicate, has_wildcards
 from streams.policy.codegen import generate_decider, generate_rule_function, generate_watcher, rule_expression
-from streams.policy.language import (
-    ENUM,
-    NUMBER,
-    SET,
-    WEEKDAYS,
-    lookup_attribute,
-    parse_duration_s,
-    to_unit,
-)
-from streams.policy.loader import PolicyValidationError, Problem, bundle_version, validate_content_obj
-
-Getter = Callable[[list[Any]], Any]
-Pred = Callable[[list[Any]], bool]
-
-_UNSET: Any = object()
-
-
-# ---- evaluation environment --------------------------------------------------------------------------------
-
-# One request's evaluation environment is a plain list (built by a list display, far cheaper than an object):
-#   env[REQ] AccessRequest, env[IDENT] Identity, env[APPROVALS] Sequence[Approval], env[NOW] aware-UTC datetime,
-#   env[CACHE] dict of derived attributes computed so far (None until the first derived attribute is read).
-# Derived attributes are computed lazily by the functions below, only when a candidate rule reads them.
-Env = list  # type alias for readability in signatures
-REQ, IDENT, APPROVALS, NOW, CACHE = range(5)
-
-
-def new_env(req: AccessRequest, ident: Identity, approvals: Sequence[Approval], now: datetime) -> Env:
-    return [req, ident, approvals, now, None]
-
-
-def _cache(env: Env) -> dict[Any, Any]:
-    c = env[CACHE]
-    if c is None:
-        c = env[CACHE] = {}
-    return c  # type: ignore[no-any-return]
-
-
-def credential_age_days(env: Env) -> float | None:
-    """``identity.credential_age_days``: age of the oldest active credential (None without one)."""
-    c = _cache(env)
-    v = c.get("cred_age", _UNSET)
-    if v is _UNSET:
-        v = c["cred_age"] = env[IDENT].credential_age_days(env[NOW])
-    return v  # type: ignore[no-any-return]
-
-
-def token_age_s(env: Env) -> float | None:
-    """``context.token_age_s``: seconds since ``context.token_issued_at`` (None when not given)."""
-    issued = env[REQ].context.token_issued_at
-    if issued is None:
-        return None
-    return (env[NOW] - issued).total_seconds()  # type: ignore[no-any-return]
-
-
-def approval_valid(env: Env) -> bool:
-    """``context.approval_valid`` (see docs/contracts.md)."""
-    c = _cache(env)
-    v = c.get("approval")
-    if v is None:
-        req = env[REQ]
-        ident_id = env[IDENT].id
-        now = env[NOW]
-        v = False
-        for a in env[APPROVALS]:
-            if a.matches(ident_id, req.action, req.resource.id, now, req.context.approval_id):
-                v = True
-                break
-        c["approval"] = v
-    return v  # type: ignore[no-any-return]
-
-
-def local_time(env: Env, tz: ZoneInfo) -> datetime:
-    c = _cache(env)
-    v = c.get(tz)
-    if v is None:
-        v = c[tz] = env[NOW].astimezone(tz)
-    return v  # type: ignore[no-any-return]
-
-
-def within(env: Env, schedule: Schedule) -> bool:
-    c = _cache(env)
-    v = c.get(schedule)
-    if v is None:
-        v = c[schedule] = schedule.contains(env[NOW])
-    return v  # type: ignore[no-any-return]
-
-
-def active_credential_types(env: Env) -> list[str]:
-    """``identity.credentials``: the types of the identity's active credentials."""
-    return [cr.type for cr in env[IDENT].credentials if cr.status == "active"]
-
-
-# ---- schedules ---------------------------------------------------------------------------------------------
-
-
-class Schedule:
-    """Named change windows (weekly, local time) and/or absolute periods (e.g. a freeze)."""
-
-    __slots__ = ("name", "periods", "tz", "windows")
-
-    def __init__(self, name: str, spec: dict[str, Any]) -> None:
-        self.name = name
-        self.tz = ZoneInfo(spec.get("timezone", "UTC"))
-        self.windows = [
-            (frozenset(WEEKDAYS.index(d) for d in w["days"]), _minutes(w["start"]), _minutes(w["end"]))
-            for w in spec.get("windows", [])
-        ]
-        self.periods = [(parse_timestamp(p["start"], "start"), parse_timestamp(p["end"], "end"))
-                        for p in spec.get("periods", [])]
-
-    def contains(self, now: datetime) -> bool:
-        for start, end in self.periods:
-            if start <= now < end:
-                return True
-        if self.windows:
-            local = now.astimezone(self.tz)
-            wd = local.weekday()
-            minute = local.hour * 60 + local.minute
-            for days, start_m, end_m in self.windows:
-                if wd in days and start_m <= minute < end_m:
-                    return True
-        return False
-
-
-def _minutes(hhmm: str) -> int:
-    h, m = hhmm.split(":")
-    return int(h) * 60 + int(m)
-
-
-# ---- attribute getters ------------------------------------------------------------------------------------
-
-
-def make_getter(path: str, tz: ZoneInfo) -> Getter:
-    """A function reading attribute ``path`` from an env (None when missing). Used by explain and tests;
-    the hot path uses the generated code in codegen.py, which reads the same fields."""
-    if path == "action":
-        return lambda env: env[REQ].action
-    derived: dict[str, Getter] = {
-        "identity.credentials": active_credential_types,
-        "identity.credential_age_days": credential_age_days,
-        "context.token_age_s": token_age_s,
-        "context.approval_valid": approval_valid,
-        "context.on_behalf_of": lambda env: env[REQ].on_behalf_of,
-    }
-    if path in derived:
-        return derived[path]
-    if path.startswith("identity.attributes."):
-        ikey = path[len("identity.attributes."):]
-        return lambda env: env[IDENT].attributes.get(ikey)
-    if path.startswith("resource.attributes."):
-        rkey = path[len("resource.attributes."):]
-        return lambda env: env[REQ].resource.attributes.get(rkey)
-    if path.startswith("context.attributes."):
-        ckey = path[len("context.attributes."):]
-        return lambda env: env[REQ].context.attributes.get(ckey)
-    if path.startswith("identity."):
-        get_i = attrgetter(path[len("identity."):])
-        return lambda env: get_i(env[IDENT])
-    if path.startswith("resource."):
-        get_r = attrgetter("resource." + path[len("resource."):])
-        return lambda env: get_r(env[REQ])
-    if path.startswith("context."):
-        get_c = attrgetter("context." + path[len("context."):])
-        return lambda env: get_c(env[REQ])
-    if path.startswith("now."):
-        part = path[len("now."):]
-        if part == "weekday":
-            return lambda env: WEEKDAYS[local_time(env, tz).weekday()]
-        return lambda env: getattr(local_time(env, tz), part)
-    raise ValueError(f"no getter for attribute {path!r}")  # unreachable after validation
-
+from streams.policy.language import lookup_attribute
+from streams.policy.operators import OPERATORS, is_ref
+from streams.policy.runtime import NOW, REQ, Env, Pred, Schedule, make_getter, within
+from streams.policy.validation import PolicyValidationError, Problem, bundle_version, validate_bundle
 
 # ---- conditions -------------------------------------------------------------------------------------------
 
@@ -248,11 +80,21 @@ class Cond:
 
 
 class Leaf(Cond):
+    """``<attribute>: {<operator>: <operand>}``, evaluated by the operator's entry in operators.py."""
+
     def __init__(self, path: str, op: str, operand: Any, tz: ZoneInfo) -> None:
         self.path, self.op, self.operand = path, op, operand
         self.get = make_getter(path, tz)
-        self.ref_get = make_getter(operand["ref"], tz) if isinstance(operand, dict) and "ref" in operand else None
-        self.fn = _leaf_fn(path, op, operand, self.get, tz)
+        entry = OPERATORS[op]
+        if is_ref(operand):
+            assert entry.ref is not None  # validated
+            self.ref_get: Callable[[Env], Any] | None = make_getter(operand["ref"], tz)
+            self.fn = entry.ref.evaluate(self.get, self.ref_get)
+        else:
+            spec = lookup_attribute(path)
+            assert spec is not None  # validated
+            self.ref_get = None
+            self.fn = entry.evaluate(spec, operand, self.get)
 
     def text(self) -> str:
         if self.ref_get is not None:
@@ -349,164 +191,6 @@ def _all_fn(fns: Sequence[Pred]) -> Pred:
         return True
 
     return all_fn
-
-
-_IP_CACHE: dict[str, tuple[int, int] | None] = {}
-
-
-def _parse_ip(text: str | None) -> tuple[int, int] | None:
-    """(version, integer) of an address string, cached; None for a missing or malformed address."""
-    if text is None:
-        return None
-    ip = _IP_CACHE.get(text, _UNSET)
-    if ip is _UNSET:
-        try:
-            addr = ipaddress.ip_address(text)
-            ip = (addr.version, int(addr))
-        except ValueError:
-            ip = None  # not an address: every CIDR test is false (fail closed with `not:`)
-        if len(_IP_CACHE) > 65536:
-            _IP_CACHE.clear()
-        _IP_CACHE[text] = ip
-    return ip  # type: ignore[no-any-return]
-
-
-def cidr_checkers(operand: Any) -> tuple[Callable[[str | None], bool], Callable[[str | None], bool]]:
-    """(in_cidr, not_in_cidr) predicates over an address string; both false when it is missing or malformed."""
-    ranges: list[tuple[int, int, int]] = []
-    for text in [operand] if isinstance(operand, str) else operand:
-        net = ipaddress.ip_network(text, strict=False)
-        ranges.append((net.version, int(net.network_address), int(net.broadcast_address)))
-    nets = tuple(ranges)
-
-    def inside(text: str | None) -> bool:
-        ip = _parse_ip(text)
-        if ip is None:
-            return False
-        version, value = ip
-        for v, lo, hi in nets:
-            if v == version and lo <= value <= hi:
-                return True
-        return False
-
-    def outside(text: str | None) -> bool:
-        return _parse_ip(text) is not None and not inside(text)
-
-    return inside, outside
-
-
-def _glob_pred(patterns: Sequence[str]) -> Callable[[str], bool]:
-    """Matcher for one or more globs; ``prefix*`` patterns become ``startswith`` (no regex)."""
-    simple: list[str] = []
-    regexes: list[re.Pattern[str]] = []
-    exact: set[str] = set()
-    match_all = False
-    for p in patterns:
-        if p == "*":
-            match_all = True
-        elif not any(ch in p for ch in "*?["):
-            exact.add(p)
-        elif p.endswith("*") and not any(ch in p[:-1] for ch in "*?["):
-            simple.append(p[:-1])
-        else:
-            regexes.append(re.compile(fnmatch.translate(p)))
-    prefixes = tuple(simple)
-
-    def pred(value: str) -> bool:
-        if match_all:
-            return True
-        if value in exact:
-            return True
-        if prefixes and value.startswith(prefixes):
-            return True
-        for rx in regexes:
-            if rx.match(value):
-                return True
-        return False
-
-    return pred
-
-
-def _leaf_fn(path: str, op: str, operand: Any, get: Getter, tz: ZoneInfo) -> Pred:
-    spec = lookup_attribute(path)
-    assert spec is not None
-    if isinstance(operand, dict) and "ref" in operand:
-        other = make_getter(operand["ref"], tz)
-        if op == "equals":
-            return lambda env: (x := get(env)) is not None and x == other(env)
-        if op == "not_equals":
-            return lambda env: (x := get(env)) is not None and (y := other(env)) is not None and x != y
-        if op == "in":
-            return lambda env: (x := get(env)) is not None and x in (other(env) or ())
-        if op == "not_in":
-            return lambda env: (x := get(env)) is not None and x not in (other(env) or ())
-        if op == "contains":
-            return lambda env: (y := other(env)) is not None and y in get(env)
-        if op == "not_contains":
-            return lambda env: (y := other(env)) is not None and y not in get(env)
-        raise ValueError(op)
-
-    def num(v: Any) -> Any:
-        if spec.type == NUMBER and isinstance(v, str):
-            return to_unit(parse_duration_s(v), spec.unit or "s")
-        return v
-
-    if op in ("exists", "missing"):
-        want = operand if op == "exists" else not operand
-        if spec.type == SET:
-            return (lambda env: bool(get(env))) if want else (lambda env: not get(env))
-        return (lambda env: get(env) is not None) if want else (lambda env: get(env) is None)
-    if op == "equals":
-        v = num(operand)
-        return lambda env: get(env) == v
-    if op == "not_equals":
-        v = num(operand)
-        return lambda env: (x := get(env)) is not None and x != v
-    if op in ("in", "not_in"):
-        values = frozenset(num(x) for x in operand)
-        if op == "in":
-            return lambda env: get(env) in values
-        return lambda env: (x := get(env)) is not None and x not in values
-    if op == "contains":
-        return lambda env: operand in get(env)
-    if op == "not_contains":
-        return lambda env: operand not in get(env)
-    if op == "contains_any":
-        wanted = frozenset(operand)
-        return lambda env: not wanted.isdisjoint(get(env))
-    if op == "contains_all":
-        wanted = frozenset(operand)
-        return lambda env: wanted.issubset(get(env))
-    if op in ("gt", "gte", "lt", "lte"):
-        if spec.type == ENUM:
-            rank = {val: i for i, val in enumerate(spec.values)}
-            r = rank[operand]
-            rget = rank.get
-            if op == "gt":
-                return lambda env: (x := rget(get(env))) is not None and x > r
-            if op == "gte":
-                return lambda env: (x := rget(get(env))) is not None and x >= r
-            if op == "lt":
-                return lambda env: (x := rget(get(env))) is not None and x < r
-            return lambda env: (x := rget(get(env))) is not None and x <= r
-        v = num(operand)
-        if op == "gt":
-            return lambda env: (x := get(env)) is not None and x > v
-        if op == "gte":
-            return lambda env: (x := get(env)) is not None and x >= v
-        if op == "lt":
-            return lambda env: (x := get(env)) is not None and x < v
-        return lambda env: (x := get(env)) is not None and x <= v
-    if op in ("in_cidr", "not_in_cidr"):
-        inside, outside = cidr_checkers(operand)
-        check = inside if op == "in_cidr" else outside
-        return lambda env: check(get(env))
-    if op in ("glob", "not_glob"):
-        pred = _glob_pred([operand] if isinstance(operand, str) else operand)
-        if op == "glob":
-            return lambda env: (x := get(env)) is not None and pred(x)
-        return lambda env: (x := get(env)) is not None and not pred(x)
-    raise ValueError(f"operator {op!r}")  # unreachable after validation
 
 
 def compile_cond(node: Any, tz: ZoneInfo, schedules: dict[str, Schedule]) -> Cond:
@@ -632,11 +316,12 @@ def _index_keys(leaves: list[Any]) -> tuple[int | None, int | None]:
         if path not in ("action", "resource.type") or not isinstance(ops, dict) or len(ops) != 1:
             continue
         ((op, operand),) = ops.items()
-        if isinstance(operand, dict):
+        if is_ref(operand):
             continue  # refs are not indexable
-        if path == "action" and action_i is None and op in ("equals", "in", "glob"):
+        index = OPERATORS[op].index
+        if path == "action" and action_i is None and index in ("values", "patterns"):
             action_i = i
-        elif path == "resource.type" and type_i is None and op in ("equals", "in"):
+        elif path == "resource.type" and type_i is None and index == "values":
             type_i = i
     return action_i, type_i
 
@@ -645,7 +330,7 @@ def _namespace(patterns: list[str]) -> str | None:
     nss = set()
     for p in patterns:
         head = p.split(":", 1)[0]
-        if ":" not in p or any(ch in head for ch in "*?["):
+        if ":" not in p or has_wildcards(head):
             return None
         nss.add(head)
     return nss.pop() if len(nss) == 1 else None
@@ -669,8 +354,8 @@ def compile_rule(policy: dict[str, Any], rule: dict[str, Any], order: int,
             conds.append(IndexedCond(c))
             vals = [c.operand] if isinstance(c.operand, str) else list(c.operand)
             if i == action_i:
-                if c.op == "glob":
-                    glob = _glob_pred(vals)
+                if OPERATORS[c.op].index == "patterns":
+                    glob = glob_predicate(vals)
                     ns = _namespace(vals)
                     patterns = tuple(vals)
                 else:
@@ -830,14 +515,7 @@ def compile_bundle(content: str) -> CompiledBundle:
 
     Raises :class:`PolicyValidationError` on anything wrong, so a holder of a good bundle can keep it.
     """
-    try:
-        obj = json.loads(content)
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise PolicyValidationError([Problem("<bundle>", None, None, f"bundle content is not JSON: {exc}")]) from None
-    ps, problems = validate_content_obj(obj)
-    if problems or ps is None:
-        raise PolicyValidationError(problems)
-    return compile_content(ps.content, bundle_version(content))
+    return compile_content(validate_bundle(content), bundle_version(content))
 
 
 class BundleHolder:

@@ -68,7 +68,7 @@ def evaluate(
                         (perf_counter_ns() - t0) // 1000, "")
     # Python 3.11 try blocks cost nothing unless something is raised.
     try:
-        env = [request, identity, approvals, now, None]  # see compiler.new_env
+        env = [request, identity, approvals, now, None]  # see runtime.new_env
         decide = tiers.decide
         if decide is not None:
             tier, winners = decide(env)

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.model import Decision, iso_utc
-from streams.policy.compiler import CompiledBundle, CompiledRule, ExplainNode, new_env
+from streams.policy.compiler import CompiledBundle, CompiledRule, ExplainNode
 from streams.policy.evaluator import evaluate
+from streams.policy.runtime import new_env
 from streams.policy.testing import RequestCase
 
 

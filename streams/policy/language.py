@@ -1,12 +1,12 @@
-"""The vocabulary of the policy language: readable attributes, their types, operators and durations.
+"""The vocabulary of the policy language: readable attributes, their types, effects, modes, units and times.
 
 One table (``ATTRIBUTES``) drives validation (unknown attribute, operator not valid for the type, operand of the
 wrong type), the compiler (how to read the value) and the docs in ``policies/README`` style error messages.
+The operators are declared in operators.py (one entry each); durations are parsed by streams.model.durations.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from streams.model import IDENTITY_KINDS, IDENTITY_STATUSES, RISK_TIERS, SENSITIVITIES
@@ -92,47 +92,23 @@ def lookup_attribute(path: str) -> AttrSpec | None:
     return None
 
 
-#: Operators and the attribute types they apply to.
-OPERATORS: dict[str, tuple[str, ...]] = {
-    "equals": (STR, ENUM, NUMBER, BOOL, IP),
-    "not_equals": (STR, ENUM, NUMBER, BOOL, IP),
-    "in": (STR, ENUM, NUMBER),
-    "not_in": (STR, ENUM, NUMBER),
-    "contains": (SET,),
-    "not_contains": (SET,),
-    "contains_any": (SET,),
-    "contains_all": (SET,),
-    "gt": (NUMBER, ENUM),
-    "gte": (NUMBER, ENUM),
-    "lt": (NUMBER, ENUM),
-    "lte": (NUMBER, ENUM),
-    "in_cidr": (IP,),
-    "not_in_cidr": (IP,),
-    "glob": (STR, ENUM),
-    "not_glob": (STR, ENUM),
-    "exists": (STR, ENUM, SET, NUMBER, BOOL, IP, TIME),
-    "missing": (STR, ENUM, SET, NUMBER, BOOL, IP, TIME),
-}
 #: Keys of a condition mapping that are not attribute paths.
 COMBINATORS = ("all", "any", "not", "within")
 
-_DURATION_RE = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*w)?\s*(?:(\d+(?:\.\d+)?)\s*d)?\s*(?:(\d+(?:\.\d+)?)\s*h)?"
-                          r"\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$")
+#: Every attribute type, in the order error messages list them.
+TYPES = (STR, ENUM, SET, NUMBER, BOOL, IP, TIME)
 _UNIT_SECONDS = {"s": 1.0, "d": 86400.0}
-
-
-def parse_duration_s(text: str) -> float:
-    """``90d``, ``1h30m``, ``15m``, ``45s``, ``2w`` → seconds. Raises ValueError with an example on bad input."""
-    m = _DURATION_RE.match(text) if isinstance(text, str) else None
-    if not m or not any(m.groups()):
-        raise ValueError(f"{text!r} is not a duration (use e.g. 90d, 12h, 15m, 30s, 1h30m)")
-    w, d, h, mi, s = (float(g) if g else 0.0 for g in m.groups())
-    return w * 604800 + d * 86400 + h * 3600 + mi * 60 + s
 
 
 def to_unit(value: float, unit: str) -> float:
     """Seconds → the attribute's unit."""
     return value / _UNIT_SECONDS[unit]
+
+
+def minutes_of_day(hhmm: str) -> int:
+    """``"09:30"`` → 570 (schedule windows; validated by the loader, ``24:00`` allowed as an end)."""
+    h, m = hhmm.split(":")
+    return int(h) * 60 + int(m)
 
 
 def is_number(v: object) -> bool:

@@ -16,102 +16,88 @@ import json
 from pathlib import Path
 from typing import Any
 
-from streams.policy.compiler import CompiledBundle, CompiledRule
-from streams.policy.language import SET, lookup_attribute, parse_duration_s, to_unit
+from streams.policy.compiler import CompiledBundle, CompiledRule, IndexedCond
+from streams.policy.language import COMBINATORS, lookup_attribute
 from streams.policy.loader import PolicySet, Problem
+from streams.policy.operators import OPERATORS, Facts, Ref, is_ref
 from streams.policy.testing import run_policy_tests
 
 _PRECEDENCE = {"deny": 0, "step_up": 1, "allow": 2}
+_BUILTIN_DENIED = ("suspended", "decommissioned")  # identity statuses the engine denies before any rule runs
 
 
 def _key(node: Any) -> str:
     return json.dumps(node, sort_keys=True)
 
 
-def _leaf(node: Any) -> tuple[str, str, Any] | None:
+def _facts(node: Any) -> tuple[str, Facts] | None:
+    """(attribute, what the leaf says about it) for a top-level leaf, else None."""
     if not isinstance(node, dict) or len(node) != 1:
         return None
     ((path, ops),) = node.items()
-    if path in ("all", "any", "not", "within") or not isinstance(ops, dict) or len(ops) != 1:
+    if path in COMBINATORS or not isinstance(ops, dict) or len(ops) != 1:
         return None
     ((op, operand),) = ops.items()
-    return path, op, operand
-
-
-def _num(path: str, v: Any) -> float | None:
     spec = lookup_attribute(path)
-    if spec is None:
+    entry = OPERATORS.get(op)
+    if spec is None or entry is None:
         return None
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return float(v)
-    if isinstance(v, str) and spec.unit:
-        return to_unit(parse_duration_s(v), spec.unit)
-    if spec.ordered and v in spec.values:
-        return float(spec.values.index(v))
-    return None
+    if is_ref(operand):
+        return (path, entry.ref.lint(spec, Ref(operand["ref"]))) if entry.ref is not None else None
+    return path, entry.lint(spec, operand)
 
 
 def contradictions(when: list[Any]) -> list[str]:
-    """Reasons the conjunction ``when`` can never hold (empty when none found)."""
+    """Reasons the conjunction ``when`` can never hold (empty when none found).
+
+    Each leaf contributes its operator's :class:`~streams.policy.operators.Facts`; the checks below only combine
+    facts, so a new operator takes part by describing what it implies.
+    """
     out: list[str] = []
     keys = {_key(n) for n in when}
     for n in when:
         if isinstance(n, dict) and set(n) == {"not"} and _key(n["not"]) in keys:
             out.append(f"both {_key(n['not'])} and its negation are required")
+    leaves = [f for f in map(_facts, when) if f is not None]
     equals: dict[str, Any] = {}
     lower: dict[str, tuple[float, bool]] = {}
     upper: dict[str, tuple[float, bool]] = {}
     presence: dict[str, set[bool]] = {}
-    for n in when:
-        leaf = _leaf(n)
-        if leaf is None:
-            continue
-        path, op, operand = leaf
-        if isinstance(operand, dict):
-            continue
-        spec = lookup_attribute(path)
-        if op in ("exists", "missing"):
-            presence.setdefault(path, set()).add(operand if op == "exists" else not operand)
-        elif spec is not None and spec.type != SET:
-            presence.setdefault(path, set()).add(True)  # every other operator is false on a missing value
-        if op == "equals":
-            if path in equals and equals[path] != operand:
-                out.append(f"{path} cannot equal both {equals[path]!r} and {operand!r}")
-            equals[path] = operand
-            if path == "identity.status" and operand in ("suspended", "decommissioned"):
-                out.append(f"the engine denies {operand} identities before any rule runs")
-        if op in ("gt", "gte", "lt", "lte", "equals"):
-            v = _num(path, operand)
-            if v is None:
-                continue
-            if op in ("gt", "gte", "equals"):
-                strict = op == "gt"
-                cur = lower.get(path)
-                if cur is None or v > cur[0] or (v == cur[0] and strict):
-                    lower[path] = (v, strict)
-            if op in ("lt", "lte", "equals"):
-                strict = op == "lt"
-                cur = upper.get(path)
-                if cur is None or v < cur[0] or (v == cur[0] and strict):
-                    upper[path] = (v, strict)
-    for n in when:
-        leaf = _leaf(n)
-        if leaf is None:
-            continue
-        path, op, operand = leaf
-        if op == "in" and path in equals and isinstance(operand, list) and equals[path] not in operand:
-            out.append(f"{path} equals {equals[path]!r} but must be in {operand!r}")
-        if op == "not_equals" and path in equals and equals[path] == operand:
-            out.append(f"{path} must both equal and not equal {operand!r}")
-        if op == "contains" and _key({path: {"not_contains": operand}}) in keys:
-            out.append(f"{path} must both contain and not contain {operand!r}")
-        if path == "identity.status" and op == "in" and isinstance(operand, list) and set(operand) <= {
-                "suspended", "decommissioned"}:
+    lacks: dict[str, set[Any]] = {}
+    for path, f in leaves:
+        if f.present is not None:
+            presence.setdefault(path, set()).add(f.present)
+        if f.lacks is not None:
+            lacks.setdefault(path, set()).add(f.lacks)
+        if f.equals is not None:
+            if path in equals and equals[path] != f.equals:
+                out.append(f"{path} cannot equal both {equals[path]!r} and {f.equals!r}")
+            equals[path] = f.equals
+            if path == "identity.status" and f.equals in _BUILTIN_DENIED:
+                out.append(f"the engine denies {f.equals} identities before any rule runs")
+        if f.lower is not None:
+            cur = lower.get(path)
+            v, strict = f.lower
+            if cur is None or v > cur[0] or (v == cur[0] and strict):
+                lower[path] = f.lower
+        if f.upper is not None:
+            cur = upper.get(path)
+            v, strict = f.upper
+            if cur is None or v < cur[0] or (v == cur[0] and strict):
+                upper[path] = f.upper
+    for path, f in leaves:
+        if f.one_of is not None and path in equals and equals[path] not in f.one_of:
+            out.append(f"{path} equals {equals[path]!r} but must be in {f.one_of!r}")
+        if f.differs is not None and path in equals and equals[path] == f.differs:
+            out.append(f"{path} must both equal and not equal {f.differs!r}")
+        if f.has is not None and f.has in lacks.get(path, ()):
+            out.append(f"{path} must both contain and not contain {f.has!r}")
+        if path == "identity.status" and f.one_of is not None and set(f.one_of) <= set(_BUILTIN_DENIED):
             out.append("the engine denies suspended/decommissioned identities before any rule runs")
-        if path == "now.hour" and op in ("equals", "in"):
-            vals = operand if isinstance(operand, list) else [operand]
-            if all(not (0 <= v <= 23) for v in vals if isinstance(v, (int, float))):
-                out.append(f"now.hour is 0-23; {operand!r} never occurs")
+        if path == "now.hour" and (f.equals is not None or f.one_of is not None):
+            hours = f.one_of if f.one_of is not None else [f.equals]
+            if all(not (0 <= v <= 23) for v in hours if isinstance(v, (int, float))):
+                out.append(f"now.hour is 0-23; {f.equals if f.one_of is None else f.one_of!r} never occurs")
     for path, flags in presence.items():
         if flags == {True, False}:
             out.append(f"{path} must both exist and be missing")
@@ -138,8 +124,6 @@ def _covers_index(b: CompiledRule, a: CompiledRule) -> bool:
 
 
 def _runtime_keys(rule: dict[str, Any], compiled: CompiledRule) -> set[str]:
-    from streams.policy.compiler import IndexedCond
-
     return {_key(node) for node, c in zip(rule["when"], compiled.conds, strict=True) if not isinstance(c, IndexedCond)}
 
 

@@ -245,10 +245,10 @@ def run_policy_tests(policy_set: PolicySet, tests_dir: str | Path) -> TestReport
 def policy_dir_with(dest: Path, extra_files: Mapping[str, str], source: Path | None = None) -> Path:
     """A copy of a policy directory (default: the shipped policies/) plus extra policy files: a candidate
     for `pdx policy publish` or `impact` in tests and benchmarks."""
-    from streams.config import POLICIES_DIR
+    from streams.config import require_policies_dir
 
     dest.mkdir(parents=True, exist_ok=True)
-    for f in (source or POLICIES_DIR).glob("*.yaml"):
+    for f in (source or require_policies_dir("policy_dir_with() without a source")).glob("*.yaml"):
         (dest / f.name).write_text(f.read_text())
     for name, text in extra_files.items():
         (dest / name).write_text(text)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
 from aiokafka import TopicPartition
 
@@ -30,8 +31,22 @@ log = logging.getLogger("pdx.replica")
 Apply = Callable[[bytes | None, bytes | None], None]
 
 
+class Record(Protocol):
+    """What a replica reads of a consumed record (aiokafka's ConsumerRecord has these)."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
 class CompactedReplica:
-    """Consumes every partition of a compacted topic forever, calling ``apply(key, value)`` per record."""
+    """Consumes every partition of a compacted topic forever, calling ``apply(key, value)`` per record.
+
+    :meth:`run` owns the Kafka consumer; :meth:`apply_records` and :meth:`track` / :meth:`observe` hold the
+    logic (a record that fails to apply is logged and skipped; the replica is ready once every partition was
+    read up to the end offset seen at start), so unit tests drive them without Kafka.
+    """
 
     def __init__(self, cfg: Settings, topic: str, apply: Apply, client_id: str) -> None:
         self.cfg = cfg
@@ -40,6 +55,31 @@ class CompactedReplica:
         self.client_id = client_id
         self.ready = asyncio.Event()
         self.records = 0
+        self.failed = 0
+        self._targets: dict[int, int] = {}
+
+    def apply_records(self, records: Iterable[Record]) -> None:
+        for msg in records:
+            try:
+                self.apply(msg.key, msg.value)
+            except Exception:
+                self.failed += 1
+                log.exception("%s[%d]@%d could not be applied", self.topic, msg.partition, msg.offset)
+            self.records += 1
+
+    def track(self, end_offsets: Mapping[int, int]) -> None:
+        """Start loading: ``end_offsets`` (partition -> end offset at start) is what must be read to be ready."""
+        self._targets = {p: end for p, end in end_offsets.items() if end > 0}
+        if not self._targets:
+            self._set_ready()
+
+    def observe(self, positions: Mapping[int, int]) -> None:
+        """Record the consumer's positions; the replica becomes ready when every target is reached."""
+        for p, position in positions.items():
+            if position >= self._targets.get(p, 0):
+                self._targets.pop(p, None)
+        if not self._targets and not self.ready.is_set():
+            self._set_ready()
 
     async def run(self) -> None:
         consumer = clients.consumer(self.cfg, client_id=self.client_id, fetch_max_wait_ms=50)
@@ -49,25 +89,14 @@ class CompactedReplica:
             tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
-            targets = await consumer.end_offsets(tps)
-            caught_up = {tp for tp in tps if targets[tp] == 0}
-            if len(caught_up) == len(tps):
-                self._set_ready()
+            ends = await consumer.end_offsets(tps)
+            self.track({tp.partition: end for tp, end in ends.items()})
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=10000)
-                for tp, messages in batches.items():
-                    for msg in messages:
-                        try:
-                            self.apply(msg.key, msg.value)
-                        except Exception:
-                            log.exception("%s[%d]@%d could not be applied", self.topic, tp.partition, msg.offset)
-                        self.records += 1
+                for messages in batches.values():
+                    self.apply_records(messages)
                 if not self.ready.is_set():
-                    for tp in tps:
-                        if tp not in caught_up and await consumer.position(tp) >= targets[tp]:
-                            caught_up.add(tp)
-                    if len(caught_up) == len(tps):
-                        self._set_ready()
+                    self.observe({tp.partition: await consumer.position(tp) for tp in tps})
         finally:
             await consumer.stop()
 

@@ -7,7 +7,7 @@ import asyncio
 import collections
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,30 +20,14 @@ from streams import config as settings
 from streams.audit.store import connect, wait_for_audit_rows
 from streams.client import Denied, PolicyClient, StepUpRequired
 from streams.contracts import wire
-from streams.demo.runner import DEMO_INVENTORY, in_change_window, scenarios
+from streams.demo.runner import in_change_window, scenarios
 from streams.devservices import procs
-from streams.devservices.workers import spawn_worker, wait_until_ready
-from streams.kafka.topics import create_topics
-from streams.ops import grant_approval, load_inventory, publish_policies, update_identity
+from streams.devservices.workers import spawn_worker
+from streams.ops import grant_approval, publish_policies, update_identity
 from streams.policy.testing import policy_dir_with
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 AUDIT = f"{settings.CLICKHOUSE_DATABASE}.{settings.AUDIT_TABLE}"
-
-
-@pytest.fixture(scope="module")
-def pipeline(services: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Topics, the shipped policies, the demo inventory and one running worker."""
-    s = settings.load()
-    asyncio.run(create_topics(s, 4, 4))
-    asyncio.run(publish_policies(str(settings.POLICIES_DIR), "tests"))
-    asyncio.run(load_inventory(str(DEMO_INVENTORY), show_progress=False))
-    state = tmp_path_factory.mktemp("workers")
-    _, log = spawn_worker(state, "w1")
-    wait_until_ready(log)
-    yield state
-    for pid_file in (state / "workers").glob("*.pid"):
-        procs.stop(pid_file)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 
 from streams.model import Approval, Credential, Identity, RequestContext, Resource
 from streams.policy import AccessRequest, evaluate, policy_set_from_documents
-from streams.policy.compiler import new_env
+from streams.policy.runtime import new_env
 
 NOW = datetime(2025, 6, 3, 10, 0, tzinfo=UTC)  # Tuesday
 

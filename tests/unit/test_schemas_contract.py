@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 
-from streams.config import REPO_ROOT, SCHEMAS_DIR
-from streams.contracts import wire
+from streams.config import REPO_ROOT
+from streams.contracts import schema_dir, wire
 
+#: The schemas as wire.py loads them (package data; in a checkout, schemas/ itself).
+SCHEMAS = schema_dir()
 CONTRACTS = (REPO_ROOT / "docs" / "contracts.md").read_text(encoding="utf-8")
-README = (SCHEMAS_DIR / "README.md").read_text(encoding="utf-8")
+README = (SCHEMAS / "README.md").read_text(encoding="utf-8")
 
 #: `name: type` where type is a union `["null", T]`, `enum Name`, or a word like array<string> / timestamp-millis.
 FIELD = re.compile(r'(\w+): (\["null", [\w<>\-]+\]|enum \w+|[\w<>\-]+)')
@@ -76,7 +78,7 @@ def _named_types() -> dict[str, dict[str, Any]]:
                 walk(node["values"])
 
     for filename in wire.SCHEMA_FILES.values():
-        walk(json.loads((SCHEMAS_DIR / filename).read_text(encoding="utf-8")))
+        walk(json.loads((SCHEMAS / filename).read_text(encoding="utf-8")))
     return found
 
 
@@ -141,9 +143,9 @@ def test_decision_outcome_symbols_match_contract() -> None:
 
 def test_top_level_schemas_live_in_their_files_under_dev_pdx() -> None:
     for name, filename in wire.SCHEMA_FILES.items():
-        node = json.loads((SCHEMAS_DIR / filename).read_text(encoding="utf-8"))
+        node = json.loads((SCHEMAS / filename).read_text(encoding="utf-8"))
         assert (node["namespace"], node["name"]) == ("dev.pdx", name)
-    assert sorted(p.name for p in SCHEMAS_DIR.glob("*.avsc")) == sorted(wire.SCHEMA_FILES.values())
+    assert sorted(p.name for p in SCHEMAS.iterdir() if p.name.endswith(".avsc")) == sorted(wire.SCHEMA_FILES.values())
 
 
 @pytest.mark.parametrize("record", sorted(NAMED))

@@ -1,0 +1,100 @@
+"""An AuditRecord message from already-encoded parts: the worker's hot path.
+
+Avro's binary encoding of a record is the concatenation of its fields' encodings, and the worker already
+holds the request as received, the identity as it arrived from the inventory topic and the decision it just
+encoded for the reply. Re-encoding them was the largest serialization cost per decision, so
+:meth:`AuditSplicer.splice_audit_record` concatenates their bodies with the few fields of its own. The result
+is byte-identical to ``wire.encode("AuditRecord", ...)`` (property-tested in tests/unit/test_wire_splice.py).
+
+wire.py, which loads the schemas, makes the one splicer from their single-object headers and exports its
+method as ``wire.splice_audit_record``; this module does not import wire (no import cycle).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+
+from streams.contracts import WireError
+
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+
+
+def _zigzag(n: int) -> bytes:
+    """Avro int/long: zig-zag, then base-128 varint."""
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z & ~0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def _avro_string(s: str) -> bytes:
+    data = s.encode("utf-8")
+    return _zigzag(len(data)) + data
+
+
+def _micros(dt: _dt.datetime) -> int:
+    delta = dt - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSplicer:
+    """Splices AuditRecord messages whose parts were written with the schemas these headers name (the
+    CURRENT schemas: ``MAGIC + fingerprint``)."""
+
+    request_header: bytes
+    identity_header: bytes
+    decision_header: bytes
+    audit_header: bytes
+
+    def splice_audit_record(
+        self,
+        request_msg: bytes,
+        identity_msg: bytes | None,
+        decision_msg: bytes,
+        *,
+        received_at: _dt.datetime,
+        decided_at: _dt.datetime,
+        source_topic: str,
+        source_partition: int,
+        source_offset: int,
+        worker_id: str,
+    ) -> bytes | None:
+        """An AuditRecord message built by concatenating already-encoded parts.
+
+        Returns None when a part was written with another schema version (the caller then encodes the record
+        the ordinary way); the result is byte-identical to ``encode("AuditRecord", ...)``. Raises WireError
+        for a naive ``received_at``/``decided_at``.
+        """
+        request = _body_of(self.request_header, request_msg)
+        decision = _body_of(self.decision_header, decision_msg)
+        identity = _body_of(self.identity_header, identity_msg) if identity_msg is not None else b""
+        if request is None or decision is None or identity is None:
+            return None
+        if received_at.tzinfo is None or decided_at.tzinfo is None:
+            raise WireError("cannot encode AuditRecord: received_at/decided_at must be timezone-aware")
+        return b"".join(
+            (
+                self.audit_header,
+                request,
+                b"\x00" if identity_msg is None else b"\x02" + identity,  # union index 0 = null, 1 = Identity
+                decision,
+                _zigzag(_micros(received_at)),
+                _zigzag(_micros(decided_at)),
+                _avro_string(source_topic),
+                _zigzag(source_partition),
+                _zigzag(source_offset),
+                _avro_string(worker_id),
+            )
+        )
+
+
+def _body_of(header: bytes, message: bytes) -> bytes | None:
+    """The Avro body of a single-object message that starts with ``header``, else None."""
+    if message[: len(header)] != header:
+        return None
+    return message[len(header) :]

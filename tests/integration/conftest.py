@@ -1,0 +1,33 @@
+"""Fixtures shared by the integration tests that need a deciding pdx (more than the bare services)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams import config as settings
+from streams.devservices import procs
+from streams.devservices.workers import spawn_worker, wait_until_ready
+from streams.kafka.topics import create_topics
+from streams.ops import load_inventory, publish_policies
+
+DEMO_INVENTORY = settings.REPO_ROOT / "examples" / "inventory.yaml"
+
+
+@pytest.fixture(scope="module")
+def pipeline(services: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Topics, the shipped policies, the demo inventory and one running worker ("w1"); yields its state dir."""
+    s = settings.load()
+    asyncio.run(create_topics(s, 4, 4))
+    asyncio.run(publish_policies(str(settings.POLICIES_DIR), "tests"))
+    asyncio.run(load_inventory(str(DEMO_INVENTORY), show_progress=False))
+    state = tmp_path_factory.mktemp("workers")
+    _, log = spawn_worker(state, "w1")
+    wait_until_ready(log)
+    yield state
+    for pid_file in (state / "workers").glob("*.pid"):
+        procs.stop(pid_file)
