@@ -12,7 +12,7 @@ from streams.model import Identity
 from streams.model.inventory_file import read_inventory, resolve_relative
 
 NOW = datetime(2025, 6, 3, 10, 0, tzinfo=UTC)
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "inventory.yaml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "inventory.yaml"
 
 
 def _write(tmp_path: Path, name: str, text: str, encoding: str = "utf-8") -> Path:
