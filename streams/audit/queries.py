@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from streams import config as settings
+from streams import config
 from streams.audit.store import check_identifier
 from streams.model.glob import glob_to_re2, has_wildcards
 
@@ -102,9 +102,9 @@ def jsonable(value: Any) -> Any:
 
 
 class Audit:
-    """Queries against one database (default settings.CLICKHOUSE_DATABASE)."""
+    """Queries against one database (default config.CLICKHOUSE_DATABASE)."""
 
-    def __init__(self, client: Any, database: str = settings.CLICKHOUSE_DATABASE, table: str = settings.AUDIT_TABLE):
+    def __init__(self, client: Any, database: str = config.CLICKHOUSE_DATABASE, table: str = config.AUDIT_TABLE):
         self.client = client
         self.db = check_identifier(database, "database name")
         self.table = f"{self.db}.{check_identifier(table, 'table name')}"

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from streams import config
 from streams.bench import synthetic
 from streams.bench.stats import percentile, summary
 from streams.console import progress_bar
@@ -143,6 +144,4 @@ def run(
 
 def default_url() -> str:
     """The ClickHouse the benchmark loads into unless told otherwise ($PDX_CLICKHOUSE_URL or the dev server)."""
-    from streams import config as settings
-
-    return settings.load().clickhouse_url
+    return config.load().clickhouse_url

@@ -10,7 +10,7 @@ import asyncio
 import time
 from typing import Any
 
-from streams import config as settings
+from streams import config
 from streams.bench.load import MIX, spawn_quiet_worker, tail
 from streams.console import say
 from streams.contracts import wire
@@ -19,7 +19,7 @@ from streams.kafka import clients
 DRAIN_WORKER = "drain-worker-1"
 
 
-async def _queue(cfg: settings.Settings, n: int) -> None:
+async def _queue(cfg: config.Settings, n: int) -> None:
     """Produce n requests (long timeouts: they wait for a worker) with replies to partition 0."""
     from streams.client import PolicyClient
 
@@ -30,7 +30,7 @@ async def _queue(cfg: settings.Settings, n: int) -> None:
             ident, action, resource, context = MIX[i % len(MIX)]
             request = builder.build_request(ident, action, resource, context, timeout_s=3600)
             value = wire.encode("AccessRequest", request.to_dict())
-            await producer.send(settings.TOPIC_REQUESTS, value, key=ident.encode())
+            await producer.send(config.TOPIC_REQUESTS, value, key=ident.encode())
         await producer.flush()
     finally:
         await producer.stop()
@@ -38,8 +38,8 @@ async def _queue(cfg: settings.Settings, n: int) -> None:
 
 async def _drain(n: int, worker_id: str) -> dict[str, Any]:
     """Queue n requests with no worker running, start one worker, time how fast it answers them all."""
-    s = settings.load()
-    consumer = await tail(s, settings.TOPIC_DECISIONS)
+    s = config.load()
+    consumer = await tail(s, config.TOPIC_DECISIONS)
     replies, first, last = 0, 0.0, 0.0
     try:
         await _queue(s, n)
@@ -64,7 +64,7 @@ def run_drain(n: int) -> dict[str, Any]:
     from streams.demo.runner import prepare_stack
     from streams.devservices import procs
 
-    state_dir = settings.load().state_dir
+    state_dir = config.load().state_dir
     for pid_file in (state_dir / "workers").glob("*worker*.pid"):
         procs.stop(pid_file)  # the backlog must be answered by exactly one fresh worker
     prepare_stack(start_worker=False)

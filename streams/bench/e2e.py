@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from streams import config as settings
+from streams import config
 from streams.bench.floor import measure_echo
 from streams.bench.load import BENCH_WORKER, MIX, open_loop
 from streams.bench.stats import summary
@@ -51,7 +51,7 @@ def run_e2e(rate: float, duration: float, echo_duration: float | None = None) ->
     from streams.demo.runner import prepare_stack
 
     prepare_stack(BENCH_WORKER)
-    bootstrap = settings.load().kafka_bootstrap
+    bootstrap = config.load().kafka_bootstrap
     say(f"bench e2e: echo floor at {rate:g} req/s")
     echo = asyncio.run(measure_echo(bootstrap, rate, echo_duration or min(duration, 10.0)))
     run_id = f"bench-{uuid.uuid4().hex[:10]}"

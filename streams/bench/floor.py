@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 
-from streams import config as settings
+from streams import config
 from streams.bench.load import open_loop, tail
 from streams.kafka import clients
 
@@ -24,7 +24,7 @@ _PAYLOAD = b"x" * 180  # about the size of an encoded AccessRequest
 
 async def echo_server(bootstrap: str) -> None:
     """Reply to every echo request on partition 0 of the reply topic (run in its own process)."""
-    cfg = settings.load().replace(kafka_bootstrap=bootstrap)
+    cfg = config.load().replace(kafka_bootstrap=bootstrap)
     consumer = clients.consumer(cfg, ECHO_REQ, group_id="pdx-bench-echo", enable_auto_commit=True,
                                 auto_offset_reset="latest", fetch_max_wait_ms=5)
     producer = clients.producer(cfg, linger_ms=0, acks=1, enable_idempotence=False)
@@ -39,7 +39,7 @@ async def echo_server(bootstrap: str) -> None:
         await producer.stop()
 
 
-async def _create_topics(cfg: settings.Settings) -> None:
+async def _create_topics(cfg: config.Settings) -> None:
     from aiokafka.admin import NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
@@ -55,7 +55,7 @@ async def _create_topics(cfg: settings.Settings) -> None:
 
 async def measure_echo(bootstrap: str, rate: float, duration: float) -> list[float]:
     """Round-trip latencies (ms) of an open-loop echo load at ``rate`` req/s for ``duration`` s."""
-    cfg = settings.load().replace(kafka_bootstrap=bootstrap)
+    cfg = config.load().replace(kafka_bootstrap=bootstrap)
     await _create_topics(cfg)
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "streams.bench.floor", "echo-server", bootstrap,

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.progress import Progress
 
-from streams import config as settings
+from streams import config
 from streams.kafka import clients
 
 #: Requests the benchmarks send: a mix of the demo scenarios' shapes (allow, deny and step-up paths), as
@@ -65,7 +65,7 @@ async def open_loop(rate: float, duration: float, send: Callable[[int], Awaitabl
     return latencies, total, time.perf_counter() - start
 
 
-async def tail(cfg: settings.Settings, topic: str, **options: Any) -> AIOKafkaConsumer:
+async def tail(cfg: config.Settings, topic: str, **options: Any) -> AIOKafkaConsumer:
     """A started group-less consumer of partition 0 of ``topic``, positioned after its last record."""
     consumer = clients.consumer(cfg, **options)
     await consumer.start()
@@ -81,5 +81,5 @@ def spawn_quiet_worker(state_dir: Path, worker_id: str) -> Path:
     returns its log."""
     from streams.devservices.workers import spawn_worker
 
-    _, log = spawn_worker(state_dir, worker_id, {settings.ENV_AUDIT_SINK: "off"})
+    _, log = spawn_worker(state_dir, worker_id, {config.ENV_AUDIT_SINK: "off"})
     return log

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from streams import config as settings
+from streams import config
 from streams.bench.load import BENCH_WORKER, spawn_quiet_worker
 from streams.bench.stats import summary
 
@@ -55,7 +55,7 @@ async def _propagation(trials: int) -> dict[str, Any]:
     from streams.ops import publish_policies
     from streams.policy.testing import policy_dir_with
 
-    cfg = settings.load()
+    cfg = config.load()
     n_parts = cfg.request_partitions
     probes = _probes(n_parts)
     producer = await clients.start_producer(cfg)
@@ -91,7 +91,7 @@ async def _propagation(trials: int) -> dict[str, Any]:
                            if d.bundle_version != version}
             publish_ms.append((time.perf_counter() - t0) * 1000)
     await producer.stop()
-    await publish_policies(str(settings.require_policies_dir("pdx bench")), "bench")
+    await publish_policies(str(config.require_policies_dir("pdx bench")), "bench")
     return {
         "trials": trials,
         "workers": sorted(w for w in seen_workers if w),
@@ -107,7 +107,7 @@ def run_propagation(trials: int, n_workers: int) -> dict[str, Any]:
     from streams.devservices.workers import wait_until_ready
 
     prepare_stack(BENCH_WORKER)
-    state_dir = settings.load().state_dir
+    state_dir = config.load().state_dir
     for i in range(2, n_workers + 1):
         if procs.read_pid(state_dir / "workers" / f"bench-worker-{i}.pid") is None:
             wait_until_ready(spawn_quiet_worker(state_dir, f"bench-worker-{i}"))

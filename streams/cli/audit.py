@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from streams import config as settings
+from streams import config
 from streams.errors import UserError
 from streams.model.durations import parse_duration_s
 
@@ -110,10 +110,10 @@ def _add_output(p: argparse.ArgumentParser, csv_ok: bool = True) -> None:
 
 def _add_conn(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--url", default=None, help=f"ClickHouse HTTP URL (default: ${settings.ENV_CLICKHOUSE_URL} or the dev server)"
+        "--url", default=None, help=f"ClickHouse HTTP URL (default: ${config.ENV_CLICKHOUSE_URL} or the dev server)"
     )
     p.add_argument(
-        "--database", default=settings.CLICKHOUSE_DATABASE, help="ClickHouse database (default: %(default)s)"
+        "--database", default=config.CLICKHOUSE_DATABASE, help="ClickHouse database (default: %(default)s)"
     )
 
 
@@ -125,7 +125,7 @@ def audit_session(args: argparse.Namespace) -> Iterator[Any]:
     from streams.audit.queries import Audit
     from streams.audit.store import connect, unreachable
 
-    url = args.url or settings.load().clickhouse_url
+    url = args.url or config.load().clickhouse_url
     client = connect(url)
     try:
         yield Audit(client, args.database)
@@ -315,7 +315,7 @@ def register(sub: Any) -> None:
         "--ttl-days",
         type=int,
         default=None,
-        help=f"retention in days (default: ${settings.ENV_AUDIT_TTL_DAYS} or {settings.DEFAULT_AUDIT_TTL_DAYS})",
+        help=f"retention in days (default: ${config.ENV_AUDIT_TTL_DAYS} or {config.DEFAULT_AUDIT_TTL_DAYS})",
     )
     p.add_argument("--json", action="store_true", help="print the applied versions as JSON")
 

@@ -20,14 +20,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from streams import config as settings
+from streams import config
 from streams.console import say, step
 from streams.demo.scenario_file import DemoScenarios, Scenario, load_scenarios
 from streams.errors import UserError
 
-#: The checkout's demo inventory (tests); the demo itself asks settings.require_demo_inventory(), which
+#: The checkout's demo inventory (tests); the demo itself asks config.require_demo_inventory(), which
 #: also finds ./examples/inventory.yaml and says what is missing outside a checkout.
-DEMO_INVENTORY = settings.REPO_ROOT / "examples" / "inventory.yaml"
+DEMO_INVENTORY = config.REPO_ROOT / "examples" / "inventory.yaml"
 DEMO_WORKER = "demo-worker-1"
 AUDIT_SINK = "audit-sink-1"
 TIMELINE_IDENTITY = "agent-analytics"
@@ -44,8 +44,8 @@ def in_change_window(now: datetime) -> bool:
     from streams.model.inventory_file import read_inventory
     from streams.policy import compile_bundle, evaluate, load_policy_dir
 
-    bundle = compile_bundle(load_policy_dir(settings.require_policies_dir("pdx demo")).to_bundle_content())
-    inventory = settings.require_demo_inventory("pdx demo")
+    bundle = compile_bundle(load_policy_dir(config.require_policies_dir("pdx demo")).to_bundle_content())
+    inventory = config.require_demo_inventory("pdx demo")
     identity = next(i for i in read_inventory(inventory) if i.id == "sa-deploy-payments")
     request = AccessRequest(
         request_id="probe",
@@ -117,22 +117,22 @@ def prepare_stack(worker_id: str = DEMO_WORKER, *, start_worker: bool = True) ->
     from streams.kafka.topics import create_topics
     from streams.ops import load_inventory, publish_policies
 
-    s = settings.load()
+    s = config.load()
     stack = DevStack(s.state_dir)
     stack.up(("kafka", "clickhouse"), Ports.from_settings(s))
     asyncio.run(create_topics(s))
     with step("Migrating the ClickHouse audit schema"):
         migrate(connect(s.clickhouse_url), ttl_days=s.audit_ttl_days)
     with step("Publishing policies/ and loading examples/inventory.yaml"):
-        version = asyncio.run(publish_policies(str(settings.require_policies_dir("pdx demo")), "pdx-demo"))
-        inventory = settings.require_demo_inventory("pdx demo")
+        version = asyncio.run(publish_policies(str(config.require_policies_dir("pdx demo")), "pdx-demo"))
+        inventory = config.require_demo_inventory("pdx demo")
         n_identities = asyncio.run(load_inventory(str(inventory), show_progress=False))
     pid_file = stack.state_dir / "workers" / f"{worker_id}.pid"
     log = stack.state_dir / "workers" / f"{worker_id}.log"
     if not start_worker:
         return version, n_identities, log
     if procs.read_pid(pid_file) is None:
-        spawn_worker(stack.state_dir, worker_id, {settings.ENV_AUDIT_SINK: "off"})
+        spawn_worker(stack.state_dir, worker_id, {config.ENV_AUDIT_SINK: "off"})
     if procs.read_pid(stack.state_dir / "workers" / f"{AUDIT_SINK}.pid") is None:
         spawn_sink(stack.state_dir, AUDIT_SINK)
     with step("Waiting for the pdx worker to answer"):
@@ -144,6 +144,8 @@ def run_demo(as_json: bool = False) -> int:
     from streams.audit.store import wait_for_audit_rows
 
     load_scenarios(in_change_window=True)  # a bad scenarios.yaml fails here, before the stack comes up
+    config.require_policies_dir("pdx demo")  # so does running it without policies/ or the inventory
+    config.require_demo_inventory("pdx demo")
     version, n_identities, log = prepare_stack()
     window = in_change_window(datetime.now(UTC))
     # Loaded after the stack is up, so "now-2m" tokens are two minutes old when they are sent.
@@ -223,7 +225,7 @@ def _investigate(identity: str) -> tuple[list[dict[str, Any]], Path]:
     from streams.audit.report import build_report_data, render_html
     from streams.audit.store import connect
 
-    s = settings.load()
+    s = config.load()
     audit = Audit(connect(s.clickhouse_url))
     now = datetime.now(UTC)
     timeline = audit.timeline(identity, now - timedelta(hours=1), now + timedelta(minutes=1))

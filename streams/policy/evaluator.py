@@ -17,18 +17,18 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from time import perf_counter_ns
 
-from streams.model import AccessRequest, Approval, Decision, Identity, MonitorOutcome, Reason
+from streams.model import AccessRequest, Approval, Decision, Identity, MonitorOutcome, Reason, ReasonCode
 from streams.policy.compiler import EMPTY_TIERS, CompiledBundle, merge_obligations
 
-NO_POLICY = Reason("no_policy_loaded", "no policy bundle is loaded; failing closed")
-UNKNOWN_IDENTITY = Reason("unknown_identity", "the identity is not in the inventory; failing closed")
-SUSPENDED = Reason("identity_suspended", "the identity is suspended")
-DECOMMISSIONED = Reason("identity_decommissioned", "the identity is decommissioned")
-INVALID = Reason("invalid_request", "the request has no action or no resource type")
-NO_MATCH = Reason("no_matching_rule", "no rule allows this request (default deny)")
+NO_POLICY = Reason(ReasonCode.NO_POLICY_LOADED.value, "no policy bundle is loaded; failing closed")
+UNKNOWN_IDENTITY = Reason(ReasonCode.UNKNOWN_IDENTITY.value, "the identity is not in the inventory; failing closed")
+SUSPENDED = Reason(ReasonCode.IDENTITY_SUSPENDED.value, "the identity is suspended")
+DECOMMISSIONED = Reason(ReasonCode.IDENTITY_DECOMMISSIONED.value, "the identity is decommissioned")
+INVALID = Reason(ReasonCode.INVALID_REQUEST.value, "the request has no action or no resource type")
+NO_MATCH = Reason(ReasonCode.NO_MATCHING_RULE.value, "no rule allows this request (default deny)")
 _OUTCOMES = ("deny", "step_up", "allow")
-BUILTIN_CODES = ("no_policy_loaded", "unknown_identity", "identity_suspended", "identity_decommissioned",
-                 "invalid_request", "no_matching_rule")
+#: The codes the engine itself decides with (outside any rule); the worker and client add deadline/timeout codes.
+BUILTIN_CODES = tuple(r.code for r in (NO_POLICY, UNKNOWN_IDENTITY, SUSPENDED, DECOMMISSIONED, INVALID, NO_MATCH))
 
 
 def _builtin_deny(request: AccessRequest, reason: Reason, version: str, now: datetime, t0: int) -> Decision:

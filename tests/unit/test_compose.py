@@ -1,4 +1,4 @@
-"""compose.yaml must agree with streams/settings.py: images, ports, service names and variable names."""
+"""compose.yaml must agree with streams/config.py: images, ports, service names and variable names."""
 
 from __future__ import annotations
 
