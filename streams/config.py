@@ -98,6 +98,11 @@ TOPIC_POLICIES = "pdx.policies"
 #: Topics whose records are current state keyed by id: compacted, so the latest value per key survives.
 COMPACTED_TOPICS = (TOPIC_INVENTORY, TOPIC_APPROVALS, TOPIC_POLICIES)
 ALL_TOPICS = (TOPIC_REQUESTS, TOPIC_DECISIONS, TOPIC_AUDIT, TOPIC_DLQ, *COMPACTED_TOPICS)
+#: Topics a reply may never be written to, whatever the allow-list says: a Decision under a state key would
+#: replace the good record after compaction.
+PROTECTED_TOPICS = (TOPIC_REQUESTS, TOPIC_AUDIT, TOPIC_DLQ, *COMPACTED_TOPICS)
+#: Default reply allow-list: the shared reply topic and per-service topics named ``pdx.replies.<service>``.
+DEFAULT_REPLY_TOPICS = (TOPIC_DECISIONS, "pdx.replies.*")
 
 # ---- ClickHouse ---------------------------------------------------------------------------------
 CLICKHOUSE_DATABASE = "pdx"
@@ -123,6 +128,8 @@ ENV_AUDIT_BATCH_WAIT_MS = "PDX_AUDIT_BATCH_WAIT_MS"
 ENV_CACHE_DIR = "PDX_CACHE_DIR"
 ENV_PRODUCER_LINGER_MS = "PDX_PRODUCER_LINGER_MS"
 ENV_READY_FILE = "PDX_READY_FILE"
+ENV_REPLY_TOPICS = "PDX_REPLY_TOPICS"
+ENV_WORKER_BATCH_MAX = "PDX_WORKER_BATCH_MAX"
 
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_KAFKA_CONTROLLER_PORT = 9093
@@ -207,6 +214,10 @@ class Settings:
     ready_file: Path | None
     test_services: str
     kafka_security: KafkaSecurity
+    #: where replies may go: exact topic names, or prefixes ending in ``*`` (never state, audit or DLQ topics)
+    reply_topics: tuple[str, ...] = DEFAULT_REPLY_TOPICS
+    #: most requests one worker takes from one fetch and decides together
+    worker_batch_max: int = 2000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -237,11 +248,39 @@ class Settings:
             ready_file=Path(ready) if ready else None,
             test_services=e.choice(ENV_TEST_SERVICES, "local", TEST_SERVICE_MODES),
             kafka_security=_kafka_security(e),
+            reply_topics=_reply_topics(e),
+            worker_batch_max=e.integer(ENV_WORKER_BATCH_MAX, 2000, low=1, high=100_000),
         )
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (e.g. ``cfg.replace(worker_id="w2")``)."""
         return dataclasses.replace(self, **changes)
+
+
+def _reply_topics(e: _Env) -> tuple[str, ...]:
+    raw = e.text(ENV_REPLY_TOPICS, "")
+    topics = tuple(t.strip() for t in raw.split(",") if t.strip()) if raw else DEFAULT_REPLY_TOPICS
+    for pattern in topics:
+        covered = [p for p in PROTECTED_TOPICS if _matches(p, pattern)]
+        if covered:
+            raise ConfigError(
+                f"environment variable {ENV_REPLY_TOPICS} allows {_prefix(pattern)}, which covers {covered[0]}: "
+                "replies must never go to request, state, audit or DLQ topics"
+            )
+    return topics
+
+
+def _matches(topic: str, pattern: str) -> bool:
+    if pattern.endswith("*"):
+        return topic.startswith(pattern[:-1]) and len(topic) >= len(pattern)
+    return topic == pattern
+
+
+def reply_topic_allowed(topic: str, allowed: tuple[str, ...]) -> bool:
+    """Whether ``topic`` is on the reply allow-list (exact names, or prefixes ending in ``*``)."""
+    if topic in PROTECTED_TOPICS:
+        return False
+    return any(_matches(topic, pattern) for pattern in allowed)
 
 
 def _kafka_security(e: _Env) -> KafkaSecurity:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass
+from functools import lru_cache
 
 from streams.contracts import WireError
 
@@ -31,6 +32,7 @@ def _zigzag(n: int) -> bytes:
     return bytes(out)
 
 
+@lru_cache(maxsize=256)  # topic names and worker ids: a handful of values, encoded once each
 def _avro_string(s: str) -> bytes:
     data = s.encode("utf-8")
     return _zigzag(len(data)) + data

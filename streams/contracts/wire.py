@@ -257,13 +257,15 @@ def schema(schema_name: str) -> dict[str, Any]:
     return _codec(schema_name).schema
 
 
-def encode(schema_name: str, obj: Mapping[str, Any]) -> bytes:
+def encode(schema_name: str, obj: Mapping[str, Any], *, trusted: bool = False) -> bytes:
     """Single-object encode ``obj`` (a dict with the contract's field names) as ``schema_name``.
 
     Raises :class:`WireError` naming the field when a required field is missing or a value has the wrong
-    type (including naive datetimes and floats for int/long fields)."""
+    type (including naive datetimes and floats for int/long fields). ``trusted=True`` skips the pre-check of
+    values fastavro would silently coerce: only for dicts pdx built itself from typed objects (the worker's
+    Decisions); fastavro still rejects missing fields and wrong strings."""
     codec = _codec(schema_name)
-    if not codec.fast_check(obj):
+    if not trusted and not codec.fast_check(obj):
         try:
             codec.explain(obj, "")
         except _CheckFailed as exc:

@@ -28,6 +28,7 @@ class ReasonCode(StrEnum):
     NO_MATCHING_RULE = "no_matching_rule"
     DEADLINE_EXPIRED = "deadline_expired"
     PDP_TIMEOUT = "pdp_timeout"
+    INVALID_REPLY_ROUTE = "invalid_reply_route"
 
 
 @dataclass(slots=True, frozen=True)

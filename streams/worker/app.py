@@ -1,7 +1,7 @@
 """The worker: a faust-streaming app built from a Settings, wiring the Decider, the state replicas and the sink.
 
-* ``decide`` — a faust agent on ``pdx.requests`` (keyed by identity id) that hands each record to the
-  :class:`~streams.worker.decide.Decider`; workers in the consumer group share the request partitions.
+* ``decide_requests`` — the batch loop on ``pdx.requests`` (streams/worker/loop.py: decide a whole fetch,
+  audit durable before reply, commit after); workers in the consumer group share the request partitions.
 * state — inventory, approvals and the current compiled policy bundle, kept as a full live replica in every
   worker by reading the compacted state topics (streams/worker/replica.py explains why a replica rather than
   co-partitioned faust Tables).
@@ -16,42 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, cast
+from typing import Any
 
 import faust
-from faust.types import StreamT
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
 
 from streams import config
 from streams.config import Settings
 from streams.kafka import clients
-from streams.worker.decide import Decider, Headers, Incoming
+from streams.worker.decide import Decider, Incoming
+from streams.worker.loop import KafkaBatchProducer, ReplyRoutes, RequestLoop
 from streams.worker.replica import CompactedReplica
 from streams.worker.state import WorkerState
 
 log = logging.getLogger("pdx.worker")
-
-
-class FaustProducer:
-    """The Decider's Producer on top of faust's producer (the app's own aiokafka producer).
-
-    Why not faust's Topic.send: on this hot path its per-message bookkeeping (sensors, FutureMessage) cost
-    more than the decision itself. Records are handed over without waiting for the broker's ack; delivery
-    failures are logged by the callback and the producer retries.
-    """
-
-    def __init__(self, app: faust.App) -> None:
-        self.app = app
-
-    async def produce(
-        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None, headers: Headers = ()
-    ) -> None:
-        fut = await self.app.producer.send(topic, key, value, partition, None, list(headers) or None)
-        cast(asyncio.Future, fut).add_done_callback(_log_delivery_failure)
-
-
-def _log_delivery_failure(fut: Any) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        log.error("producing a decision/audit record failed: %s", fut.exception())
 
 
 def state_replicas(cfg: Settings, state: WorkerState) -> list[CompactedReplica]:
@@ -67,7 +46,9 @@ def state_replicas(cfg: Settings, state: WorkerState) -> list[CompactedReplica]:
 def build_app(cfg: Settings) -> faust.App:
     """A decision worker for ``cfg``; run it with ``app.main()`` (what `pdx worker` does)."""
     app = faust.App(
-        cfg.app_id,
+        # Not cfg.app_id: that is the request loop's consumer group, and faust's own (idle) consumer would
+        # join it with faust's assignor, which Kafka refuses as an inconsistent group protocol.
+        f"{cfg.app_id}-runtime",
         **clients.faust_broker_options(cfg),
         store="memory://",
         web_enabled=False,
@@ -82,20 +63,13 @@ def build_app(cfg: Settings) -> faust.App:
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         stream_wait_empty=False,
-        # No faust tables (state is a replica, see streams/worker/replica.py): nothing to wait for.
+        # No faust tables (state is a replica, see streams/worker/replica.py) and no agents (the request
+        # loop runs its own consumer): faust runs the worker's services, tasks and timers.
         stream_recovery_delay=0.0,
-    )
-    requests_topic = app.topic(
-        config.TOPIC_REQUESTS,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=cfg.request_partitions,
     )
     state = WorkerState()
     replicas = state_replicas(cfg, state)
-    rebalanced = asyncio.Event()
+    assigned = asyncio.Event()
 
     def log_state(what: str) -> None:
         version = state.bundle_version()[:12] or "(none)"
@@ -106,13 +80,10 @@ def build_app(cfg: Settings) -> faust.App:
         deciding earlier would deny known identities as unknown."""
         await asyncio.gather(*(r.ready.wait() for r in replicas))
 
-    @app.agent(requests_topic)
-    async def decide(stream: StreamT) -> None:
+    @app.task
+    async def decide_requests() -> None:
         await state_loaded()
-        decider = Decider(state, FaustProducer(app), cfg.worker_id)
-        async for event in stream.events():
-            m = event.message
-            await decider.handle(Incoming(m.topic, m.partition, m.offset, m.key, event.value))
+        await run_request_loop(cfg, state, assigned)
 
     @app.task
     async def run_replicas() -> None:
@@ -126,15 +97,11 @@ def build_app(cfg: Settings) -> faust.App:
 
             await AuditSink(cfg, cfg.worker_id).run()
 
-    @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # faust types the receiver narrowly
-    async def on_rebalance_complete(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
-        rebalanced.set()
-
     @app.task
     async def announce_ready() -> None:
         """Write the ready file once state is loaded and the group gave us our partitions."""
         await state_loaded()
-        await rebalanced.wait()
+        await assigned.wait()
         log_state("ready")
         if cfg.ready_file is not None:
             cfg.ready_file.write_text(cfg.worker_id + "\n")
@@ -144,3 +111,66 @@ def build_app(cfg: Settings) -> faust.App:
         log_state("state")
 
     return app
+
+
+#: Bytes per produce batch: a fetch's audit records for one partition go in a few batches, not hundreds.
+_BATCH_BYTES = 512 * 1024
+
+
+class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, event: asyncio.Event) -> None:
+        self.event = event
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("request partitions assigned: %s", sorted(tp.partition for tp in assigned))
+        self.event.set()
+
+
+async def run_request_loop(cfg: Settings, state: WorkerState, assigned: asyncio.Event) -> None:
+    """Consume ``pdx.requests`` in the worker's group and run the batch loop until cancelled."""
+    consumer = clients.consumer(
+        cfg,
+        group_id=cfg.app_id,
+        auto_offset_reset="earliest",
+        max_poll_records=cfg.worker_batch_max,
+        fetch_max_wait_ms=100,
+        client_id=f"pdx-worker-{cfg.worker_id}",
+    )
+    # Replies must not wait for linger; a fetch's records are still sent in few requests, because they are
+    # all appended before the sender runs.
+    producer = clients.producer(
+        cfg, linger_ms=0, max_batch_size=_BATCH_BYTES, client_id=f"pdx-worker-{cfg.worker_id}"
+    )
+    await producer.start()
+    await consumer.start()
+    try:
+        await producer.partitions_for(config.TOPIC_DECISIONS)  # warm the metadata every reply is checked against
+        same = len(await producer.partitions_for(config.TOPIC_AUDIT)) == len(
+            await producer.partitions_for(config.TOPIC_REQUESTS)
+        )
+        cluster = producer.client.cluster
+        routes = ReplyRoutes(cfg, cluster, request_lookup=lambda topic: producer.client.add_topic(topic))
+        decider = Decider(state, cfg.worker_id, routes, audit_on_request_partition=same)
+        loop = RequestLoop(decider, KafkaBatchProducer(producer), cfg.worker_batch_max)
+        consumer.subscribe([config.TOPIC_REQUESTS], listener=_Assigned(assigned))
+        while True:
+            fetched = await consumer.getmany(timeout_ms=1000, max_records=cfg.worker_batch_max)
+            if not fetched:
+                continue
+            msgs = [
+                Incoming(m.topic, m.partition, m.offset, m.key, m.value or b"")
+                for records in fetched.values()
+                for m in records
+            ]
+            await loop.process(msgs)
+            offsets = {TopicPartition(tp.topic, tp.partition): rs[-1].offset + 1 for tp, rs in fetched.items()}
+            try:
+                await consumer.commit(offsets)
+            except (CommitFailedError, KafkaError) as exc:  # a rebalance took the partitions: they are redelivered
+                log.warning("offset commit failed (%s); the new owner re-reads these requests", exc)
+    finally:
+        await consumer.stop()
+        await producer.stop()

@@ -1,21 +1,22 @@
-"""The Decider: AccessRequest bytes → Decision on the reply topic and AuditRecord on pdx.audit.
+"""The Decider: a batch of AccessRequest records → the audit, reply and dead-letter records to produce.
 
-The hot path, in order: decode → look up identity, approvals, bundle (cached decoded objects) → evaluate →
-reply → audit. Fail closed: anything that prevents a real evaluation is a deny with a reason code; bytes we
-cannot decode at all go to the dead-letter topic with the error, and the worker moves on.
+The hot path, per request: decode → look up identity, approvals, bundle (cached decoded objects) → evaluate →
+encode the Decision → splice the AuditRecord from the bytes already held. Fail closed: anything that
+prevents a real evaluation is a deny with a reason code; bytes we cannot decode at all go to the dead-letter
+topic with the error, and the worker moves on.
 
-Why a class with a producer Protocol, not a faust agent body: the decision logic is then unit-testable with
-a small in-memory producer (tests/unit/worker/), and the faust app (streams/worker/app.py) only feeds it
-messages. Nothing here imports faust or aiokafka.
+Why the Decider only *plans* records: it is synchronous and pure (no Kafka, no faust), so a whole fetch is
+decided in one pass with no await between requests, and unit tests check every outcome without a broker.
+Producing them, in the order "audit durable, then reply" (streams/worker/loop.py), is the loop's job.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from streams import config
 from streams.contracts import wire
@@ -26,15 +27,8 @@ from streams.worker.state import WorkerState
 
 log = logging.getLogger("pdx.decide")
 
-Headers = Sequence[tuple[str, bytes]]
-
-
-class Producer(Protocol):
-    """Where the Decider's records go. The faust app adapts its producer to this; tests use a list."""
-
-    async def produce(
-        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None, headers: Headers = ()
-    ) -> None: ...
+#: ``route_error(topic, partition)``: why a reply cannot go there (None: it can).
+RouteCheck = Callable[[str, Any], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,57 +42,116 @@ class Incoming:
     value: bytes
 
 
+@dataclass(slots=True)
+class Out:
+    """One record to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None = None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Planned:
+    """What one request leads to. The reply may be sent only once the audit record is durable."""
+
+    request_id: str | None
+    audit: Out | None = None
+    reply: Out | None = None
+    dead_letter: Out | None = None
+    decision: str | None = None
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _no_route_check(topic: str, partition: Any) -> str | None:
+    return None
+
+
 class Decider:
     def __init__(
-        self, state: WorkerState, producer: Producer, worker_id: str, clock: Callable[[], datetime] = _now
+        self,
+        state: WorkerState,
+        worker_id: str,
+        route_error: RouteCheck = _no_route_check,
+        clock: Callable[[], datetime] = _now,
+        audit_on_request_partition: bool = False,
     ) -> None:
         self.state = state
-        self.producer = producer
         self.worker_id = worker_id
+        self.route_error = route_error
         self.clock = clock
+        #: pdx.audit has as many partitions as pdx.requests: write each audit record to its request's
+        #: partition (co-partitioned by identity, and no per-record partitioner on the hot path)
+        self.audit_on_request_partition = audit_on_request_partition
 
-    async def handle(self, msg: Incoming) -> None:
-        """Decide one request: reply and audit it, or dead-letter bytes that are not a request."""
+    def decide_batch(self, msgs: Sequence[Incoming]) -> list[Planned]:
+        return [self.decide(m) for m in msgs]
+
+    def decide(self, msg: Incoming) -> Planned:
+        """Decide one request; never raises for bad input (it becomes a deny and/or a DLQ entry)."""
         received_at = self.clock()
         raw = msg.value
         try:
             request_dict = wire.decode_as("AccessRequest", raw)
         except wire.WireError as exc:
-            await self.dead_letter(msg, str(exc))
-            return
+            return Planned(None, dead_letter=self._dead_letter(msg, str(exc)))
+        rid = str(request_dict.get("request_id") or "")
+        reply_to = request_dict.get("reply_to") or ""
+        reply_partition = request_dict.get("reply_partition")
+        route_problem = self.route_error(reply_to, reply_partition) if reply_to else "no reply_to"
+        request: AccessRequest | None = None
+        invalid = ""
         try:
-            request = AccessRequest.from_dict(request_dict)
-        except (ValueError, TypeError) as exc:
-            # Decodable but not a valid request: answer if we know where to, else dead-letter it.
-            if request_dict.get("reply_to") and request_dict.get("request_id"):
-                decision = self.fail_closed(
-                    str(request_dict["request_id"]), ReasonCode.INVALID_REQUEST, f"invalid request: {exc}"
-                )
-                await self.reply(request_dict["reply_to"], request_dict.get("reply_partition"), decision)
-            await self.dead_letter(msg, f"invalid AccessRequest: {exc}")
-            return
-
-        state = self.state
-        identity = state.identities.get(request.identity_id)
-        if request.deadline is not None and request.deadline <= received_at:
-            decision = self.fail_closed(
-                request.request_id,
-                ReasonCode.DEADLINE_EXPIRED,
-                f"request deadline {request.deadline.isoformat()} passed before evaluation",
-            )
+            request = AccessRequest.from_avro(request_dict)
+        except (ValueError, TypeError, KeyError) as exc:
+            invalid = str(exc)
+        identity = None
+        if route_problem is not None:
+            decision = self._fail_closed(rid, ReasonCode.INVALID_REPLY_ROUTE, f"invalid reply route: {route_problem}")
+        elif request is None:
+            decision = self._fail_closed(rid, ReasonCode.INVALID_REQUEST, f"invalid request: {invalid}")
         else:
-            approvals = state.approvals_for(request.identity_id)
-            decision = evaluate(state.bundle, request, identity, approvals, received_at)
-        decision.worker_id = self.worker_id
-        decision_msg = await self.reply(request.reply_to, request.reply_partition, decision)
+            identity = self.state.identities.get(request.identity_id)
+            if request.deadline is not None and request.deadline <= received_at:
+                decision = self._fail_closed(
+                    rid,
+                    ReasonCode.DEADLINE_EXPIRED,
+                    f"request deadline {request.deadline.isoformat()} passed before evaluation",
+                )
+            else:
+                approvals = self.state.approvals_for(request.identity_id)
+                decision = evaluate(self.state.bundle, request, identity, approvals, received_at)
+                decision.worker_id = self.worker_id
+        decision_msg = wire.encode("Decision", decision.to_dict(), trusted=True)
+        planned = Planned(rid, decision=decision.decision)
+        planned.audit = self._audit(msg, request_dict, decision, decision_msg, identity, received_at)
+        if route_problem is None:
+            key = rid.encode()
+            planned.reply = Out(reply_to, key, decision_msg, reply_partition, [("correlation_id", key)])
+        if route_problem is not None:
+            planned.dead_letter = self._dead_letter(msg, f"invalid reply route: {route_problem}")
+        elif request is None:
+            planned.dead_letter = self._dead_letter(msg, f"invalid AccessRequest: {invalid}")
+        return planned
+
+    def _audit(
+        self,
+        msg: Incoming,
+        request_dict: dict[str, Any],
+        decision: Decision,
+        decision_msg: bytes,
+        identity: Any,
+        received_at: datetime,
+    ) -> Out:
         decided_at = self.clock()
-        identity_msg = state.identity_messages.get(request.identity_id) if identity is not None else None
+        identity_msg = self.state.identity_messages.get(str(request_dict["identity_id"])) if identity else None
         audit = wire.splice_audit_record(
-            raw,
+            msg.value,
             identity_msg,
             decision_msg,
             received_at=received_at,
@@ -123,22 +176,15 @@ class Decider:
                     "worker_id": self.worker_id,
                 },
             )
-        await self.producer.produce(config.TOPIC_AUDIT, request.request_id.encode(), audit)
+        partition = msg.partition if self.audit_on_request_partition else None
+        return Out(config.TOPIC_AUDIT, str(request_dict.get("request_id") or "").encode(), audit, partition)
 
-    def fail_closed(self, request_id: str, code: str, message: str) -> Decision:
+    def _fail_closed(self, request_id: str, code: str, message: str) -> Decision:
         return Decision.fail_closed(
             request_id, code, message, bundle_version=self.state.bundle_version(), worker_id=self.worker_id
         )
 
-    async def reply(self, topic: str, partition: Any, decision: Decision) -> bytes:
-        """Produce the decision to the requester's reply topic/partition; returns the encoded message."""
-        part = partition if isinstance(partition, int) and partition >= 0 else None
-        rid = decision.request_id.encode()
-        message = wire.encode("Decision", decision.to_dict())
-        await self.producer.produce(topic, rid, message, part, [("correlation_id", rid)])
-        return message
-
-    async def dead_letter(self, msg: Incoming, error: str) -> None:
-        log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, error)
+    def _dead_letter(self, msg: Incoming, error: str) -> Out:
+        log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, error[:200])
         headers = dead_letter_headers(error, msg.topic, msg.partition, msg.offset, self.worker_id)
-        await self.producer.produce(config.TOPIC_DLQ, msg.key, msg.value, None, headers)
+        return Out(config.TOPIC_DLQ, msg.key, msg.value, None, headers)

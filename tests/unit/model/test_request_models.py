@@ -52,3 +52,29 @@ def test_decision_round_trip():
 def test_decision_rejects_unknown_outcome():
     with pytest.raises(ValueError, match="decision"):
         Decision.from_dict({"request_id": "r", "decision": "maybe", "evaluated_at": NOW})
+
+
+def test_from_avro_builds_what_from_dict_builds_for_decoded_requests() -> None:
+    """The worker's fast constructor trusts Avro's types, and must agree with the checking one."""
+    from datetime import UTC, datetime, timedelta
+
+    import pytest as _pytest
+
+    from streams.contracts import wire
+    from streams.model import AccessRequest, RequestContext, Resource
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    full = AccessRequest(
+        "r1", now, "agent-a", "db:connect",
+        Resource("orders", "database", "production", "restricted", "repo", "team", {"k": "v"}),
+        RequestContext("10.0.0.1", now - timedelta(minutes=2), 900, "apr-1", "CHG-1", "langchain", {"a": "b"}),
+        ["alice"], "pdx.decisions", 3, now + timedelta(seconds=5),
+    )
+    minimal = AccessRequest("r2", now, "agent-b", "config:read", Resource("flags", "config"))
+    for req in (full, minimal):
+        decoded = wire.decode_as("AccessRequest", wire.encode("AccessRequest", req.to_dict()))
+        assert AccessRequest.from_avro(decoded) == AccessRequest.from_dict(decoded) == req
+    bad_resource = {"id": "x", "type": "t", "sensitivity": "nope"}
+    bad = wire.decode_as("AccessRequest", wire.encode("AccessRequest", {**minimal.to_dict(), "resource": bad_resource}))
+    with _pytest.raises(ValueError, match="sensitivity"):
+        AccessRequest.from_avro(bad)

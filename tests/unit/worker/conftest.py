@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +15,7 @@ from streams.contracts import wire
 from streams.model import Identity
 from streams.model.inventory_file import read_inventory
 from streams.policy import bundle_version, load_policy_dir
+from streams.worker.decide import Out
 from streams.worker.state import WorkerState
 
 
@@ -26,18 +29,42 @@ class Produced:
 
 
 @dataclass
-class ListProducer:
-    """The Decider's Producer Protocol, recording what would have gone to Kafka."""
+class FakeProducer:
+    """The request loop's RecordSink: records every send, and acknowledges it unless told to fail.
 
+    ``fail(topic, value)`` decides a record's fate: None acknowledges, anything else fails it. ``events``
+    logs sends and acknowledgements in order, so tests can check that a reply was sent only after its audit
+    record was acknowledged.
+    """
+
+    fail: Any = None
     records: list[Produced] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
 
-    async def produce(
-        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None, headers: Any = ()
-    ) -> None:
-        self.records.append(Produced(topic, key, value, partition, list(headers or ())))
+    async def produce_all(self, records: Sequence[Out]) -> list[bool]:
+        ok = []
+        for out in records:
+            self.events.append(f"send {out.topic} {out.key!r}")
+            failed = self.fail(out.topic, out.value) if self.fail else None
+            if failed is None:
+                self.records.append(Produced(out.topic, out.key, out.value, out.partition, list(out.headers)))
+            ok.append(failed is None)
+        await asyncio.sleep(0)  # the acknowledgements arrive later
+        self.events += [f"acked {out.topic} {out.key!r}" for out, done in zip(records, ok, strict=True) if done]
+        return ok
 
     def on(self, topic: str) -> list[Produced]:
         return [r for r in self.records if r.topic == topic]
+
+
+@dataclass
+class FakeMetadata:
+    """Cached cluster metadata: topic -> partitions."""
+
+    topics: dict[str, set[int]] = field(default_factory=lambda: {config.TOPIC_DECISIONS: set(range(8))})
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return self.topics.get(topic)
 
 
 def bundle_message(content: str, version: str | None = None) -> bytes:

@@ -1,16 +1,20 @@
-"""The Decider through its public interface: request bytes in, reply / audit / dead-letter records out."""
+"""The Decider and the request loop through their public interfaces: request bytes in, records out."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+from aiokafka.errors import MessageSizeTooLargeError
+
 from streams import config
 from streams.contracts import wire
 from streams.model import AccessRequest, RequestContext, Resource
 from streams.worker.decide import Decider, Incoming
+from streams.worker.loop import ReplyRoutes, RequestLoop
 from streams.worker.state import WorkerState
-from tests.unit.worker.conftest import ListProducer
+from tests.unit.worker.conftest import FakeMetadata, FakeProducer
 
 CONFIG_READ = Resource(id="feature-flags", type="config", environment="production", sensitivity="internal")
 
@@ -34,19 +38,37 @@ def request(identity: str = "agent-config-bot", action: str = "config:read", **c
     return req
 
 
+def encoded(**changes: Any) -> bytes:
+    return wire.encode("AccessRequest", request(**changes).to_dict())
+
+
 def incoming(value: bytes, offset: int = 7) -> Incoming:
     return Incoming(config.TOPIC_REQUESTS, 1, offset, b"agent-config-bot", value)
 
 
-async def decide(state: WorkerState, value: bytes) -> ListProducer:
-    producer = ListProducer()
-    await Decider(state, producer, "w-test").handle(incoming(value))
+def loop_for(state: WorkerState, producer: FakeProducer, metadata: FakeMetadata | None = None) -> RequestLoop:
+    routes = ReplyRoutes(config.Settings.from_env({}), metadata or FakeMetadata())
+    return RequestLoop(Decider(state, "w-test", routes), producer, batch_max=100)
+
+
+async def decide(state: WorkerState, *values: bytes, **kw: Any) -> FakeProducer:
+    producer = FakeProducer(**kw)
+    await loop_for(state, producer).process([incoming(v, offset=i) for i, v in enumerate(values)])
     return producer
 
 
+def reason(out: FakeProducer, index: int = 0) -> tuple[str, str]:
+    d = wire.decode_as("Decision", out.on(config.TOPIC_DECISIONS)[index].value)
+    return d["decision"], d["reasons"][0]["code"]
+
+
+def audited_reason(out: FakeProducer, index: int = 0) -> tuple[str, str]:
+    d = wire.decode_as("AuditRecord", out.on(config.TOPIC_AUDIT)[index].value)["decision"]
+    return d["decision"], d["reasons"][0]["code"]
+
+
 async def test_allowed_request_is_replied_to_its_partition_and_audited(loaded_state: WorkerState) -> None:
-    raw = wire.encode("AccessRequest", request().to_dict())
-    out = await decide(loaded_state, raw)
+    out = await decide(loaded_state, encoded())
 
     [reply] = out.on(config.TOPIC_DECISIONS)
     assert reply.partition == 3 and reply.key == b"req-1"
@@ -60,45 +82,51 @@ async def test_allowed_request_is_replied_to_its_partition_and_audited(loaded_st
     assert record["decision"] == decision
     assert record["identity"]["id"] == "agent-config-bot"
     assert (record["source_topic"], record["source_partition"], record["source_offset"]) == (
-        config.TOPIC_REQUESTS, 1, 7,
+        config.TOPIC_REQUESTS, 1, 0,
     )
     assert record["received_at"] <= record["decided_at"]
     assert out.on(config.TOPIC_DLQ) == []
 
 
+async def test_a_reply_is_sent_only_after_its_audit_record_is_acknowledged(loaded_state: WorkerState) -> None:
+    out = await decide(loaded_state, encoded(request_id="a"), encoded(request_id="b"))
+    events = out.events
+    first_reply = next(i for i, e in enumerate(events) if e.startswith(f"send {config.TOPIC_DECISIONS}"))
+    assert {f"acked {config.TOPIC_AUDIT} b'a'", f"acked {config.TOPIC_AUDIT} b'b'"} <= set(events[:first_reply])
+
+
+async def test_no_reply_when_the_audit_record_cannot_be_written(loaded_state: WorkerState) -> None:
+    def audit_fails(topic: str, value: bytes) -> Exception | None:
+        return MessageSizeTooLargeError() if topic == config.TOPIC_AUDIT else None
+
+    out = await decide(loaded_state, encoded(), fail=audit_fails)
+    assert out.on(config.TOPIC_DECISIONS) == []  # the caller times out into a pdp_timeout deny: fail closed
+
+
 async def test_unknown_identity_is_denied_and_audited_without_identity(loaded_state: WorkerState) -> None:
-    out = await decide(loaded_state, wire.encode("AccessRequest", request("agent-nobody").to_dict()))
-    [reply] = out.on(config.TOPIC_DECISIONS)
-    assert wire.decode_as("Decision", reply.value)["reasons"][0]["code"] == "unknown_identity"
-    [audit] = out.on(config.TOPIC_AUDIT)
-    assert wire.decode_as("AuditRecord", audit.value)["identity"] is None
+    out = await decide(loaded_state, encoded(identity="agent-nobody"))
+    assert reason(out) == ("deny", "unknown_identity")
+    assert wire.decode_as("AuditRecord", out.on(config.TOPIC_AUDIT)[0].value)["identity"] is None
 
 
 async def test_expired_deadline_fails_closed(loaded_state: WorkerState) -> None:
-    past = datetime.now(UTC) - timedelta(seconds=1)
-    out = await decide(loaded_state, wire.encode("AccessRequest", request(deadline=past).to_dict()))
-    d = wire.decode_as("Decision", out.on(config.TOPIC_DECISIONS)[0].value)
-    assert (d["decision"], d["reasons"][0]["code"]) == ("deny", "deadline_expired")
-    assert len(out.on(config.TOPIC_AUDIT)) == 1
+    out = await decide(loaded_state, encoded(deadline=datetime.now(UTC) - timedelta(seconds=1)))
+    assert reason(out) == ("deny", "deadline_expired") == audited_reason(out)
 
 
 async def test_no_policy_loaded_is_a_deny(demo_identities: Any) -> None:
     state = WorkerState()  # identities but no bundle
     ident = demo_identities["agent-config-bot"]
     state.apply_identity(ident.id.encode(), wire.encode("Identity", ident.to_dict()))
-    out = await decide(state, wire.encode("AccessRequest", request().to_dict()))
-    d = wire.decode_as("Decision", out.on(config.TOPIC_DECISIONS)[0].value)
-    assert (d["decision"], d["reasons"][0]["code"]) == ("deny", "no_policy_loaded")
+    assert reason(await decide(state, encoded())) == ("deny", "no_policy_loaded")
 
 
 async def test_suspension_applies_to_the_next_request(loaded_state: WorkerState, demo_identities: Any) -> None:
     ident = demo_identities["agent-config-bot"]
-    raw = wire.encode("AccessRequest", request().to_dict())
-    assert wire.decode_as("Decision", (await decide(loaded_state, raw)).records[0].value)["decision"] == "allow"
+    assert reason(await decide(loaded_state, encoded()))[0] == "allow"
     suspended = {**ident.to_dict(), "status": "suspended"}
     loaded_state.apply_identity(ident.id.encode(), wire.encode("Identity", suspended))
-    d = wire.decode_as("Decision", (await decide(loaded_state, raw)).on(config.TOPIC_DECISIONS)[0].value)
-    assert (d["decision"], d["reasons"][0]["code"]) == ("deny", "identity_suspended")
+    assert reason(await decide(loaded_state, encoded())) == ("deny", "identity_suspended")
 
 
 async def test_undecodable_bytes_are_dead_lettered_with_their_origin(loaded_state: WorkerState) -> None:
@@ -109,26 +137,76 @@ async def test_undecodable_bytes_are_dead_lettered_with_their_origin(loaded_stat
     headers = dict(dlq.headers)
     assert b"not Avro single-object encoding" in headers["error"]
     assert (headers["source_topic"], headers["source_partition"], headers["source_offset"]) == (
-        config.TOPIC_REQUESTS.encode(), b"1", b"7",
+        config.TOPIC_REQUESTS.encode(), b"1", b"0",
     )
     assert headers["worker_id"] == b"w-test"
 
 
-async def test_invalid_request_is_answered_and_dead_lettered(loaded_state: WorkerState) -> None:
-    bad = request(resource=Resource(id="x", type="config", sensitivity="top-secret")).to_dict()
-    out = await decide(loaded_state, wire.encode("AccessRequest", bad))
-    [reply] = out.on(config.TOPIC_DECISIONS)
-    d = wire.decode_as("Decision", reply.value)
-    assert (d["decision"], d["reasons"][0]["code"]) == ("deny", "invalid_request")
-    assert "top-secret" in d["reasons"][0]["message"]
+async def test_invalid_request_is_answered_audited_and_dead_lettered(loaded_state: WorkerState) -> None:
+    out = await decide(loaded_state, encoded(resource=Resource(id="x", type="config", sensitivity="top-secret")))
+    assert reason(out) == ("deny", "invalid_request") == audited_reason(out)
+    assert "top-secret" in wire.decode_as("Decision", out.on(config.TOPIC_DECISIONS)[0].value)["reasons"][0]["message"]
     [dlq] = out.on(config.TOPIC_DLQ)
     assert dict(dlq.headers)["error"].startswith(b"invalid AccessRequest")
+
+
+@pytest.mark.parametrize(
+    ("reply_to", "partition", "why"),
+    [
+        (config.TOPIC_POLICIES, 0, b"not an allowed reply topic"),
+        (config.TOPIC_INVENTORY, 0, b"not an allowed reply topic"),
+        (config.TOPIC_AUDIT, 0, b"not an allowed reply topic"),
+        (config.TOPIC_DECISIONS, 99, b"does not exist"),
+        (config.TOPIC_DECISIONS, -1, b"does not exist"),
+        ("pdx.replies.never-created", 0, b"unknown to this worker"),
+    ],
+)
+async def test_a_bad_reply_route_is_an_audited_deny_and_a_dlq_entry_never_a_reply(
+    loaded_state: WorkerState, reply_to: str, partition: int, why: bytes
+) -> None:
+    out = await decide(loaded_state, encoded(reply_to=reply_to, reply_partition=partition))
+    assert [r.topic for r in out.records if r.topic not in (config.TOPIC_AUDIT, config.TOPIC_DLQ)] == []
+    assert audited_reason(out) == ("deny", "invalid_reply_route")
+    [dlq] = out.on(config.TOPIC_DLQ)
+    assert why in dict(dlq.headers)["error"]
+
+
+async def test_a_batch_of_valid_invalid_and_undecodable_requests(loaded_state: WorkerState) -> None:
+    batch = [
+        encoded(request_id="ok-1"),
+        b"\x00garbage",
+        encoded(request_id="bad-1", resource=Resource(id="x", type="config", sensitivity="nope")),
+        encoded(request_id="route-1", reply_to=config.TOPIC_POLICIES),
+        encoded(request_id="ok-2", identity="agent-nobody"),
+    ]
+    out = await decide(loaded_state, *batch)
+    replies = {r.key: wire.decode_as("Decision", r.value)["reasons"][0]["code"] for r in out.on(config.TOPIC_DECISIONS)}
+    assert replies == {b"ok-1": "config_read", b"bad-1": "invalid_request", b"ok-2": "unknown_identity"}
+    assert sorted(r.key for r in out.on(config.TOPIC_AUDIT)) == [b"bad-1", b"ok-1", b"ok-2", b"route-1"]
+    assert len(out.on(config.TOPIC_DLQ)) == 3  # garbage, invalid, bad route
+
+
+async def test_the_same_request_redelivered_is_decided_the_same(loaded_state: WorkerState) -> None:
+    """Redelivery after a crash: both replies say the same; the audit table collapses them by request_id."""
+    out = await decide(loaded_state, encoded(request_id="r"), encoded(request_id="r"))
+    assert [reason(out, 0), reason(out, 1)] == [("allow", "config_read")] * 2
+    assert [r.key for r in out.on(config.TOPIC_AUDIT)] == [b"r", b"r"]
 
 
 async def test_a_decision_on_another_schema_version_part_is_still_audited(loaded_state: WorkerState) -> None:
     """When the identity arrived in another writer schema, the audit record is encoded the ordinary way."""
     ident_msg = loaded_state.identity_messages["agent-config-bot"]
     loaded_state.identity_messages["agent-config-bot"] = b"\xc3\x01" + b"\x00" * 8 + ident_msg[10:]
-    out = await decide(loaded_state, wire.encode("AccessRequest", request().to_dict()))
+    out = await decide(loaded_state, encoded())
     record = wire.decode_as("AuditRecord", out.on(config.TOPIC_AUDIT)[0].value)
     assert record["identity"]["id"] == "agent-config-bot"
+
+
+async def test_audit_records_go_to_their_request_partition_when_the_topics_are_co_partitioned(
+    loaded_state: WorkerState,
+) -> None:
+    producer = FakeProducer()
+    routes = ReplyRoutes(config.Settings.from_env({}), FakeMetadata())
+    decider = Decider(loaded_state, "w-test", routes, audit_on_request_partition=True)
+    await RequestLoop(decider, producer, batch_max=10).process([incoming(encoded())])
+    assert [r.partition for r in producer.on(config.TOPIC_AUDIT)] == [1]
