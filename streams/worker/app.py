@@ -146,6 +146,8 @@ async def run_request_loop(cfg: Settings, state: WorkerState, assigned: asyncio.
     )
     await producer.start()
     await consumer.start()
+    done: dict[TopicPartition, int] = {}  # answered offsets not committed yet
+    committing: asyncio.Future[None] | None = None
     try:
         await producer.partitions_for(config.TOPIC_DECISIONS)  # warm the metadata every reply is checked against
         same = len(await producer.partitions_for(config.TOPIC_AUDIT)) == len(
@@ -166,11 +168,28 @@ async def run_request_loop(cfg: Settings, state: WorkerState, assigned: asyncio.
                 for m in records
             ]
             await loop.process(msgs)
-            offsets = {TopicPartition(tp.topic, tp.partition): rs[-1].offset + 1 for tp, rs in fetched.items()}
-            try:
-                await consumer.commit(offsets)
-            except (CommitFailedError, KafkaError) as exc:  # a rebalance took the partitions: they are redelivered
-                log.warning("offset commit failed (%s); the new owner re-reads these requests", exc)
+            # Everything fetched is answered (or failed closed): these offsets may be committed. Committing
+            # is batched in time, off the request path: a commit is a broker round trip, and waiting for it
+            # after every fetch made low-rate latency several round trips long.
+            done.update({TopicPartition(tp.topic, tp.partition): rs[-1].offset + 1 for tp, rs in fetched.items()})
+            if committing is None or committing.done():
+                committing = asyncio.ensure_future(_commit(consumer, done))
     finally:
+        if committing is not None:
+            await asyncio.wait([committing])
+        await _commit(consumer, done)
         await consumer.stop()
         await producer.stop()
+
+
+async def _commit(consumer: Any, done: dict[TopicPartition, int], every_s: float = 0.2) -> None:
+    """Commit the answered offsets in ``done`` (and forget them); at most once per ``every_s``."""
+    await asyncio.sleep(every_s)
+    offsets = dict(done)
+    done.clear()
+    if not offsets:
+        return
+    try:
+        await consumer.commit(offsets)
+    except (CommitFailedError, KafkaError) as exc:  # a rebalance took the partitions: they are redelivered
+        log.warning("offset commit failed (%s); the new owner re-reads these requests", exc)
