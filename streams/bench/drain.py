@@ -1,7 +1,12 @@
 """``pdx bench drain``: one worker's throughput without a load generator competing for the CPU.
 
 N requests of the mix are queued while no worker runs; then one fresh worker is started and the time from its
-first reply to its last is measured.
+first reply to its last is measured (``decisions_per_s`` counts the replies after the first ones seen, which
+were decided before the clock started), and its resident memory read once it has answered them all. In the same
+invocation, on the same broker and with the same N, the aiokafka pass-through floor
+(:func:`streams.bench.floor.measure_floor`) shows what moving those records costs with no pdx in the way:
+``ratio_to_floor`` = ``decisions_per_s`` / ``floor_per_s``. The drain worker is stopped before the floor runs,
+so the two do not share the CPU.
 """
 
 from __future__ import annotations
@@ -11,38 +16,21 @@ import time
 from typing import Any
 
 from streams import config
-from streams.bench.load import MIX, spawn_quiet_worker, tail
+from streams.bench.floor import measure_floor
+from streams.bench.load import DRAIN_WORKER, queue_requests, spawn_quiet_worker, stop_workers, tail, worker_rss_mb
 from streams.console import say
-from streams.contracts import wire
-from streams.kafka import clients
 
-DRAIN_WORKER = "drain-worker-1"
-
-
-async def _queue(cfg: config.Settings, n: int) -> None:
-    """Produce n requests (long timeouts: they wait for a worker) with replies to partition 0."""
-    from streams.client import PolicyClient
-
-    builder = PolicyClient(reply_partition=0)
-    producer = await clients.start_producer(cfg, linger_ms=20)
-    try:
-        for i in range(n):
-            ident, action, resource, context = MIX[i % len(MIX)]
-            request = builder.build_request(ident, action, resource, context, timeout_s=3600)
-            value = wire.encode("AccessRequest", request.to_dict())
-            await producer.send(config.TOPIC_REQUESTS, value, key=ident.encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
+#: What the throughput issue asks of one worker (reported beside the figures, not asserted).
+TARGETS = {"decisions_per_s": 10_000.0, "ratio_to_floor": 0.5}
 
 
 async def _drain(n: int, worker_id: str) -> dict[str, Any]:
     """Queue n requests with no worker running, start one worker, time how fast it answers them all."""
     s = config.load()
     consumer = await tail(s, config.TOPIC_DECISIONS)
-    replies, first, last = 0, 0.0, 0.0
+    replies, first_replies, first, last = 0, 0, 0.0, 0.0
     try:
-        await _queue(s, n)
+        await queue_requests(s, config.TOPIC_REQUESTS, n)
         say(f"bench drain: {n} requests queued; starting worker {worker_id}")
         spawn_quiet_worker(s.state_dir, worker_id)
         while replies < n:
@@ -50,22 +38,32 @@ async def _drain(n: int, worker_id: str) -> dict[str, Any]:
             if not batch:
                 break
             last = time.perf_counter()
-            first = first or last
             replies += sum(len(v) for v in batch.values())
+            if not first:
+                first, first_replies = last, replies
     finally:
         await consumer.stop()
     seconds = last - first
+    # The replies that arrived with the first ones were decided before the clock started (a batching worker
+    # sends a whole fetch's replies together): the rate is that of the replies after them.
     return {"requests": n, "replies": replies, "seconds": round(seconds, 2),
-            "decisions_per_s": round(replies / seconds, 1) if seconds else None}
+            "decisions_per_s": round((replies - first_replies) / seconds, 1) if seconds else None,
+            "worker_rss_mb": worker_rss_mb(s.state_dir, worker_id)}
 
 
 def run_drain(n: int) -> dict[str, Any]:
-    """Stop every running worker, bring the stack up without one, and drain n queued requests."""
+    """Stop every running worker, bring the stack up without one, drain n queued requests, then measure the
+    pass-through floor on n requests."""
     from streams.demo.runner import prepare_stack
-    from streams.devservices import procs
 
     state_dir = config.load().state_dir
-    for pid_file in (state_dir / "workers").glob("*worker*.pid"):
-        procs.stop(pid_file)  # the backlog must be answered by exactly one fresh worker
+    stop_workers(state_dir)  # the backlog must be answered by exactly one fresh worker
     prepare_stack(start_worker=False)
-    return asyncio.run(_drain(n, DRAIN_WORKER))
+    result = asyncio.run(_drain(n, DRAIN_WORKER))
+    stop_workers(state_dir)  # nor may it share the CPU with the floor (or with a later benchmark's worker)
+    floor = asyncio.run(measure_floor(config.load().kafka_bootstrap, n))
+    rate, floor_rate = result["decisions_per_s"], floor["floor_per_s"]
+    result.update(floor)
+    result["ratio_to_floor"] = round(rate / floor_rate, 3) if rate and floor_rate else None
+    result["targets"] = TARGETS
+    return result

@@ -1,20 +1,36 @@
-"""The floor every Kafka figure is printed beside: a bare aiokafka request→reply echo through the same broker.
+"""The floors the Kafka figures are printed beside: what the same broker does with no pdx in the way.
 
-``echo_server`` runs in its own process (``python -m streams.bench.floor echo-server BOOTSTRAP``) and sends
-every record of :data:`ECHO_REQ` back on :data:`ECHO_REP`; :func:`measure_echo` drives it with the same
-open-loop schedule as the pdx measurement, so the difference between the two is what pdx itself costs.
+* **Echo** (latency, for e2e): ``echo_server`` runs in its own process
+  (``python -m streams.bench.floor echo-server BOOTSTRAP``) and sends every record of :data:`ECHO_REQ` back on
+  :data:`ECHO_REP`; :func:`measure_echo` drives it with the same open-loop schedule as the pdx measurement, so
+  the difference between the two is what pdx itself costs.
+* **Pass-through** (throughput, for drain and ``pdx bench floor``): :func:`measure_floor` fills a fresh topic
+  (as many partitions as ``pdx.requests``) with N real AccessRequest messages of the mix, the same bytes drain
+  queues, then runs :func:`pass_through` in its own process (``python -m streams.bench.floor pass-through
+  SPEC``), as a worker would run: one consumer in a group, ``getmany`` batches of up to ``worker_batch_max``,
+  and per event two ``send`` calls — a record the size of the reply pdx gives that request (to partition 0 of
+  a reply topic, as drain's requests ask) and one the size of its AuditRecord (to the request's partition of
+  an audit topic) — with the worker's producer settings (``clients.producer`` defaults: acks=all, idempotent;
+  linger 0). Like the worker it waits for a fetch's records to be acknowledged before committing the fetch's
+  offsets. No framework, no decode; the ``decode`` variant also runs ``wire.decode_as("AccessRequest", value)``
+  on every request. Timed from the first record consumed until the records of the last one are acknowledged.
+  The three topics are deleted afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
 import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from streams import config
-from streams.bench.load import open_loop, tail
+from streams.bench.load import mix_outputs, open_loop, queue_requests, rss_mb, tail
+from streams.console import say
 from streams.kafka import clients
 
 ECHO_REQ = "pdx.bench.echo.requests"
@@ -39,16 +55,31 @@ async def echo_server(bootstrap: str) -> None:
         await producer.stop()
 
 
-async def _create_topics(cfg: config.Settings) -> None:
+async def _create_topics(cfg: config.Settings, partitions: dict[str, int] | None = None) -> None:
+    """Create ``{topic: partitions}`` (default: the echo topics, one partition each) unless they exist."""
     from aiokafka.admin import NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
     admin = clients.admin(cfg)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(ECHO_REQ, 1, 1), NewTopic(ECHO_REP, 1, 1)])
+        wanted = partitions or {ECHO_REQ: 1, ECHO_REP: 1}
+        await admin.create_topics([NewTopic(topic, n, 1) for topic, n in wanted.items()])
     except TopicAlreadyExistsError:
         pass
+    finally:
+        await admin.close()
+
+
+async def _delete_topics(cfg: config.Settings, topics: list[str]) -> None:
+    from aiokafka.errors import KafkaError
+
+    admin = clients.admin(cfg)
+    await admin.start()
+    try:
+        await admin.delete_topics(topics)
+    except KafkaError as exc:  # leftovers cost disk, not correctness: every run uses fresh names
+        say(f"bench floor: could not delete {', '.join(topics)}: {exc}")
     finally:
         await admin.close()
 
@@ -101,6 +132,124 @@ async def measure_echo(bootstrap: str, rate: float, duration: float) -> list[flo
         await server.wait()
     return latencies
 
+
+@dataclass(frozen=True)
+class FloorSpec:
+    """What one pass-through process does (passed to it as JSON on the command line)."""
+
+    bootstrap: str
+    requests_topic: str
+    replies_topic: str
+    audit_topic: str
+    group_id: str
+    events: int
+    decode: bool
+    #: request key (hex) → (reply bytes, audit record bytes) that pdx produces for it
+    sizes: dict[str, tuple[int, int]]
+
+
+async def pass_through(spec: FloorSpec) -> dict[str, Any]:
+    """Consume ``spec.events`` records in a group and produce a reply- and an audit-sized record for each (run in
+    its own process); returns {events, seconds, rss_mb}."""
+    from aiokafka import TopicPartition
+
+    from streams.contracts import wire
+
+    cfg = config.load().replace(kafka_bootstrap=spec.bootstrap)
+    batch_max = cfg.worker_batch_max
+    consumer = clients.consumer(cfg, spec.requests_topic, group_id=spec.group_id, auto_offset_reset="earliest",
+                                max_poll_records=batch_max, fetch_max_wait_ms=100)
+    producer = clients.producer(cfg, linger_ms=0)  # RELIABLE (acks=all, idempotent), like the worker's
+    payloads = {bytes.fromhex(k): (b"r" * r, b"a" * a) for k, (r, a) in spec.sizes.items()}
+    fallback = max(payloads.values(), key=lambda p: len(p[1]))
+    decode = wire.decode_as if spec.decode else None
+    await producer.start()
+    await consumer.start()
+    seen, first, idle_since = 0, 0.0, time.monotonic()
+    try:
+        while seen < spec.events:
+            fetched = await consumer.getmany(timeout_ms=1000, max_records=batch_max)
+            if not fetched:
+                if time.monotonic() - idle_since > 120:
+                    raise TimeoutError(f"pass-through: {seen} of {spec.events} records after 120 s without any")
+                continue
+            first = first or time.perf_counter()
+            acks = []
+            for tp, records in fetched.items():
+                for msg in records:
+                    if decode is not None:
+                        decode("AccessRequest", msg.value or b"")
+                    reply, audit = payloads.get(msg.key or b"", fallback)
+                    acks.append(await producer.send(spec.replies_topic, reply, key=msg.key, partition=0))
+                    acks.append(await producer.send(spec.audit_topic, audit, key=msg.key, partition=tp.partition))
+                seen += len(records)
+            await asyncio.gather(*acks)
+            await consumer.commit({TopicPartition(tp.topic, tp.partition): rs[-1].offset + 1
+                                   for tp, rs in fetched.items()})
+            idle_since = time.monotonic()
+        seconds = time.perf_counter() - first
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return {"events": seen, "seconds": seconds, "rss_mb": rss_mb(os.getpid())}
+
+
+async def _run_pass_through(spec: FloorSpec) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streams.bench.floor", "pass-through", json.dumps(asdict(spec)),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        from streams.errors import UserError
+
+        tail_of_err = err.decode(errors="replace")[-3000:]
+        raise UserError(f"the pass-through floor process failed (exit {proc.returncode}):\n{tail_of_err}")
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+async def measure_floor(bootstrap: str, n: int) -> dict[str, Any]:
+    """The pass-through floor on n requests: plain, then with a decode of every request (each in its own
+    process, both over the same pre-filled topic). Keys: floor_events, floor_seconds, floor_per_s,
+    floor_decode_seconds, floor_decode_per_s, floor_rss_mb."""
+    cfg = config.load().replace(kafka_bootstrap=bootstrap)
+    run = uuid.uuid4().hex[:10]
+    topics = {f"pdx.bench.floor.{run}.requests": cfg.request_partitions,
+              f"pdx.bench.floor.{run}.replies": cfg.decision_partitions,
+              f"pdx.bench.floor.{run}.audit": cfg.request_partitions}
+    requests_topic, replies_topic, audit_topic = topics
+    await _create_topics(cfg, topics)
+    try:
+        say(f"bench floor: filling {requests_topic} with {n} requests")
+        await queue_requests(cfg, requests_topic, n)
+        sizes = {key.hex(): (len(reply), len(audit)) for key, (reply, audit) in mix_outputs().items()}
+        out: dict[str, Any] = {"floor_events": n}
+        for decode, name in ((False, "floor"), (True, "floor_decode")):
+            say(f"bench floor: aiokafka pass-through{' with decode' if decode else ''} in its own process")
+            spec = FloorSpec(bootstrap, requests_topic, replies_topic, audit_topic, f"pdx-bench-floor-{run}-{name}",
+                             n, decode, sizes)
+            result = await _run_pass_through(spec)
+            seconds = result["seconds"]
+            out[f"{name}_seconds"] = round(seconds, 3)
+            out[f"{name}_per_s"] = round(result["events"] / seconds, 1) if seconds else None
+            out.setdefault("floor_rss_mb", result["rss_mb"])
+        return out
+    finally:
+        await _delete_topics(cfg, list(topics))
+
+
+def run_floor(n: int) -> dict[str, Any]:
+    """``pdx bench floor``: bring the local stack up (no worker needed) and measure the pass-through floor."""
+    from streams.demo.runner import prepare_stack
+
+    prepare_stack(start_worker=False)
+    return asyncio.run(measure_floor(config.load().kafka_bootstrap, n))
+
+
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "pass-through":
+    fields = json.loads(sys.argv[2])
+    fields["sizes"] = {k: tuple(v) for k, v in fields["sizes"].items()}
+    print(json.dumps(asyncio.run(pass_through(FloorSpec(**fields)))), flush=True)
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "echo-server":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -1,12 +1,15 @@
-"""What the Kafka benchmarks (e2e, drain, propagation, the echo floor) share: the request mix, the open-loop
-driver, a reader of one partition's new records, and a background worker that does not audit."""
+"""What the Kafka benchmarks (e2e, drain, propagation, memory, the floors) share: the request mix and the
+reply/audit records pdx answers it with, a producer of queued requests, the open-loop driver, a reader of one
+partition's new records, background workers that do not audit (start, stop, resident memory) and synthetic
+identities."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,8 @@ MIX: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
 
 #: The worker that e2e and propagation measure (started by ``prepare_stack``).
 BENCH_WORKER = "bench-worker-1"
+#: The worker that drain starts for the queued backlog.
+DRAIN_WORKER = "drain-worker-1"
 
 
 async def open_loop(rate: float, duration: float, send: Callable[[int], Awaitable[float | None]],
@@ -83,3 +88,93 @@ def spawn_quiet_worker(state_dir: Path, worker_id: str) -> Path:
 
     _, log = spawn_worker(state_dir, worker_id, {config.ENV_AUDIT_SINK: "off"})
     return log
+
+
+def stop_workers(state_dir: Path, keep: Iterable[str] = ()) -> list[str]:
+    """Stop every background worker under ``state_dir`` except those named in ``keep`` (a one-worker figure
+    must not be shared with a worker another benchmark left running); returns the names stopped."""
+    from streams.devservices import procs
+
+    kept = set(keep)
+    stopped = []
+    for pid_file in sorted((state_dir / "workers").glob("*worker*.pid")):
+        if pid_file.stem not in kept and procs.stop(pid_file):
+            stopped.append(pid_file.stem)
+    return stopped
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident set size (``VmRSS`` in /proc/<pid>/status) of a live process in MiB; None when unreadable."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)  # the kernel reports kB
+    return None
+
+
+def worker_rss_mb(state_dir: Path, worker_id: str) -> float | None:
+    """RSS (MiB) of the background worker ``worker_id`` (its pid file is under ``state_dir``/workers)."""
+    from streams.devservices import procs
+
+    pid = procs.read_pid(state_dir / "workers" / f"{worker_id}.pid")
+    return rss_mb(pid) if pid is not None else None
+
+
+async def queue_requests(cfg: config.Settings, topic: str, n: int) -> None:
+    """Produce n requests of the mix to ``topic`` (long timeouts: they wait for a consumer; replies to
+    partition 0), keyed by identity like PolicyClient does."""
+    from streams.client import PolicyClient
+    from streams.contracts import wire
+
+    builder = PolicyClient(reply_partition=0)
+    producer = await clients.start_producer(cfg, linger_ms=20)
+    try:
+        for i in range(n):
+            ident, action, resource, context = MIX[i % len(MIX)]
+            request = builder.build_request(ident, action, resource, context, timeout_s=3600)
+            await producer.send(topic, wire.encode("AccessRequest", request.to_dict()), key=ident.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def mix_outputs() -> dict[bytes, tuple[bytes, bytes]]:
+    """For each request key of the mix, the (reply, audit record) a worker produces for it: the request decided
+    by the shipped policies for the demo inventory's identity, the Decision encoded, the AuditRecord spliced.
+
+    The floors send records of exactly these sizes, so they move the bytes pdx moves."""
+    from streams.client import PolicyClient
+    from streams.contracts import wire
+    from streams.model.inventory_file import read_inventory
+    from streams.policy import load_policy_dir
+    from streams.policy.compiler import compile_bundle
+    from streams.policy.evaluator import evaluate
+
+    content = load_policy_dir(config.require_policies_dir("pdx bench")).to_bundle_content()
+    bundle = compile_bundle(content)
+    identities = {i.id: i for i in read_inventory(config.require_demo_inventory("pdx bench"))}
+    builder = PolicyClient(reply_partition=0)
+    out: dict[bytes, tuple[bytes, bytes]] = {}
+    for ident, action, resource, context in MIX:
+        request = builder.build_request(ident, action, resource, context, timeout_s=3600)
+        identity = identities.get(ident)
+        now = datetime.now(UTC)
+        decision = evaluate(bundle, request, identity, [], now)
+        decision.worker_id = DRAIN_WORKER
+        reply = wire.encode("Decision", decision.to_dict())
+        identity_msg = wire.encode("Identity", identity.to_dict()) if identity is not None else None
+        audit = wire.splice_audit_record(
+            wire.encode("AccessRequest", request.to_dict()), identity_msg, reply, received_at=now, decided_at=now,
+            source_topic=config.TOPIC_REQUESTS, source_partition=0, source_offset=1_000_000, worker_id=DRAIN_WORKER)
+        out.setdefault(ident.encode(), (reply, audit or b""))
+    return out
+
+
+def synthetic_identity(ident: str, status: str = "active") -> dict[str, Any]:
+    """An inventory record (the dict ``put_identities`` takes) for a benchmark identity."""
+    return {"id": ident, "kind": "agent", "owner": "bench", "status": status, "environments": [],
+            "scopes": [], "tags": [], "approved_repositories": [], "risk_tier": "low", "credentials": [],
+            "attributes": {}, "updated_at": datetime.now(UTC)}

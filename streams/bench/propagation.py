@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from streams import config
-from streams.bench.load import BENCH_WORKER, spawn_quiet_worker
+from streams.bench.load import BENCH_WORKER, spawn_quiet_worker, synthetic_identity
 from streams.bench.stats import summary
 
 _RESOURCE = {"id": "feature-flags", "type": "config"}
@@ -33,12 +32,6 @@ def _probes(n_parts: int) -> dict[int, str]:
         probes.setdefault(partition_for(ident, n_parts), ident)
         i += 1
     return probes
-
-
-def _identity(ident: str, status: str) -> dict[str, Any]:
-    return {"id": ident, "kind": "agent", "owner": "bench", "status": status, "environments": [],
-            "scopes": [], "tags": [], "approved_repositories": [], "risk_tier": "low", "credentials": [],
-            "attributes": {}, "updated_at": datetime.now(UTC)}
 
 
 def _probe_policy(trial: int) -> str:
@@ -59,7 +52,7 @@ async def _propagation(trials: int) -> dict[str, Any]:
     n_parts = cfg.request_partitions
     probes = _probes(n_parts)
     producer = await clients.start_producer(cfg)
-    await put_identities(producer, [_identity(p, "active") for p in probes.values()])
+    await put_identities(producer, [synthetic_identity(p, "active") for p in probes.values()])
     suspend_ms: list[float] = []
     publish_ms: list[float] = []
     variant = policy_dir_with(Path(cfg.state_dir) / "bench-policies", {})
@@ -71,15 +64,15 @@ async def _propagation(trials: int) -> dict[str, Any]:
         for trial in range(trials):
             # suspend: from producing the change until the deciding worker denies
             ident = probes[trial % n_parts]
-            await put_identities(producer, [_identity(ident, "active")])
+            await put_identities(producer, [synthetic_identity(ident, "active")])
             while (await client.check(ident, "config:read", _RESOURCE)).decision != "allow":
                 await asyncio.sleep(0.01)
             t0 = time.perf_counter()
-            await put_identities(producer, [_identity(ident, "suspended")])
+            await put_identities(producer, [synthetic_identity(ident, "suspended")])
             while (await client.check(ident, "config:read", _RESOURCE)).reason_codes != ["identity_suspended"]:
                 pass
             suspend_ms.append((time.perf_counter() - t0) * 1000)
-            await put_identities(producer, [_identity(ident, "active")])
+            await put_identities(producer, [synthetic_identity(ident, "active")])
             # publish: from producing the bundle until every partition (every worker) decides with it
             (variant / "zz-bench.yaml").write_text(_probe_policy(trial))
             t0 = time.perf_counter()

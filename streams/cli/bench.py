@@ -1,4 +1,4 @@
-"""`pdx bench engine | e2e | drain | propagation | audit`: benchmarks that print JSON on stdout.
+"""`pdx bench engine | e2e | drain | floor | memory | propagation | audit`: benchmarks that print JSON on stdout.
 
 Only the command line lives here; the measurements are functions in :mod:`streams.bench` returning dicts,
 imported when a command runs so `pdx --help` stays fast. Progress goes to stderr.
@@ -35,15 +35,37 @@ def cmd_engine(args: argparse.Namespace) -> int:
 
 
 def cmd_e2e(args: argparse.Namespace) -> int:
-    from streams.bench.e2e import run_e2e
+    from streams.bench.e2e import run_e2e, run_find_max
 
+    if args.find_max:
+        result = run_find_max(args.start, args.step, args.max_rate, args.step_duration)
+        return _print_json(result, args.json)
     return _print_json(run_e2e(args.rate, args.duration), args.json)
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return n
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
     from streams.bench.drain import run_drain
 
     return _print_json(run_drain(args.requests), args.json)
+
+
+def cmd_floor(args: argparse.Namespace) -> int:
+    from streams.bench.floor import run_floor
+
+    return _print_json(run_floor(args.requests), args.json)
+
+
+def cmd_memory(args: argparse.Namespace) -> int:
+    from streams.bench.memory import run_memory
+
+    return _print_json(run_memory(args.identities, keep=args.keep), args.json)
 
 
 def cmd_propagation(args: argparse.Namespace) -> int:
@@ -80,11 +102,29 @@ def _add_stream(bench: Any) -> None:
     p.add_argument("--rate", type=float, default=1000.0, help="offered requests per second (open loop)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of load")
     p.add_argument("--json", action="store_true", help="one line of JSON on stdout")
+    find = p.add_argument_group("--find-max", "raise the offered rate step by step until a step is not sustained "
+                                "(achieved >= 99% of offered, p99 < 100 ms, replies = audit rows = requests)")
+    find.add_argument("--find-max", action="store_true", help="report the highest sustained rate (and every step)")
+    find.add_argument("--start", type=float, default=500.0, help="first offered rate (default: %(default)s)")
+    find.add_argument("--step", default="x1.5", help="next rate: xFACTOR or +INCREMENT (default: %(default)s)")
+    find.add_argument("--max-rate", type=float, default=20000.0, help="highest rate tried (default: %(default)s)")
+    find.add_argument("--step-duration", type=float, default=5.0, help="seconds per step (default: %(default)s)")
     p.set_defaults(func=cmd_e2e)
-    p = bench.add_parser("drain", help="one worker's throughput: queue N requests, then time one worker answering them")
-    p.add_argument("--requests", type=int, default=20000)
+    p = bench.add_parser("drain", help="one worker's throughput: queue N requests, then time one worker answering "
+                         "them; beside the pass-through floor on the same N")
+    p.add_argument("--requests", type=_positive, default=20000)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_drain)
+    p = bench.add_parser("floor", help="bare aiokafka pass-through (consume, 2 produces per event) in its own "
+                         "process, with and without decoding each request")
+    p.add_argument("--requests", type=_positive, default=20000)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_floor)
+    p = bench.add_parser("memory", help="worker RSS once ready with N synthetic identities in the inventory")
+    p.add_argument("--identities", type=_positive, default=100_000, help="synthetic identities (default: %(default)s)")
+    p.add_argument("--keep", action="store_true", help="leave the synthetic identities in the inventory")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_memory)
     p = bench.add_parser("propagation", help="time from suspend / publish until workers decide with it")
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--workers", type=int, default=2, help="workers running during the measurement")
