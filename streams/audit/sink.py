@@ -12,11 +12,24 @@ ClickHouse inserts off the decide agent's CPU.
 The batching rules live in :class:`AuditBatch` and one poll → insert → commit round in :meth:`AuditSink.step`,
 both driven through small Protocols (:class:`Source`, :class:`Writer`, :class:`DeadLetters`) so unit tests
 exercise them with in-memory fakes; :meth:`AuditSink.run` only builds the real Kafka and ClickHouse clients.
+
+Native ingestion: the sink does not decode the records. A message carrying the current AuditRecord header has
+its Avro body copied into an Avro object container (streams.audit.avro_container), which ClickHouse reads with
+``INSERT INTO audit_ingest FORMAT Avro``; a materialized view computes the audit table's columns
+(sql/004_native_avro_ingest.sql). Per message, Python only compares the 10-byte header and reads the request id
+(the first field) for the dedup token. A message written with another *registered* AuditRecord schema version
+is decoded, resolved to the current schema and re-encoded (rare, slow, correct); anything else undecodable goes
+to the DLQ at once. A body that looks right but that ClickHouse cannot parse makes it reject the whole block:
+the sink then bisects the block (:meth:`AuditSink._write`) until the bad records are alone, dead-letters them
+with ClickHouse's error and inserts the rest, so one bad record costs about log2(batch) extra inserts, not the
+batch. Large batches are split into :data:`INSERT_STREAMS` inserts sent concurrently: ClickHouse parses one
+insert on one core.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import time
@@ -24,7 +37,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from streams import config
-from streams.audit.store import audit_row, dedup_token
+from streams.audit import avro_container
+from streams.audit.store import AuditRejectedError
 from streams.config import Settings
 from streams.contracts import wire
 from streams.contracts.dlq import dead_letter_headers
@@ -34,6 +48,9 @@ log = logging.getLogger("pdx.sink")
 
 SINK_GROUP_SUFFIX = "-audit-sink"
 RETRY_MAX_S = 10.0
+#: Concurrent inserts per batch (each its own container and dedup token), and the fewest records worth one.
+INSERT_STREAMS = 2
+MIN_STREAM_RECORDS = 10_000
 
 
 class Record(Protocol):
@@ -55,9 +72,13 @@ class Source(Protocol):
 
 
 class Writer(Protocol):
-    """Where rows go (streams.audit.store.AuditWriter); raises while ClickHouse does not acknowledge."""
+    """Where records go (streams.audit.store.AuditWriter): an Avro object container of AuditRecords.
 
-    def insert_rows(self, rows: Sequence[Sequence[Any]], *, token: str | None = None) -> None: ...
+    Returns once ClickHouse acknowledged; raises :class:`~streams.audit.store.AuditRejectedError` when ClickHouse
+    says the data is malformed (the sink bisects the block) and any other exception while it is unavailable
+    (the sink retries the same block with backoff)."""
+
+    def insert_avro(self, container: bytes, *, token: str | None = None) -> None: ...
 
 
 class DeadLetters(Protocol):
@@ -67,36 +88,47 @@ class DeadLetters(Protocol):
 
 
 class AuditBatch:
-    """The records fetched since the last commit: their rows, and when the batch is due.
+    """The records fetched since the last commit, and when the batch is due.
 
-    A batch is flushed when it holds ``max_rows`` rows, or ``wait_s`` after its first row arrived, whichever
-    comes first; an empty batch is never due (nothing to insert, nothing to commit but what the DLQ holds).
+    Holds each record as a current-schema single-object message (bytes), its request id and the Kafka record it
+    came from (for the DLQ, should ClickHouse reject it later). A batch is flushed when it holds ``max_rows``
+    records, or ``wait_s`` after its first record arrived, whichever comes first; an empty batch is never due
+    (nothing to insert, nothing to commit but what the DLQ holds).
     """
 
     def __init__(self, max_rows: int, wait_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_rows = max_rows
         self.wait_s = wait_s
         self.clock = clock
-        self.rows: list[list[Any]] = []
-        self.records: list[dict[str, Any]] = []
+        self.messages: list[bytes] = []
+        self.ids: list[str] = []
+        self.origins: list[Record | None] = []
         self.flush_at: float | None = None
 
-    def add(self, value: bytes | None) -> None:
-        """Decode and map one audit message; ValueError (WireError / AuditRecordError) if it is unusable."""
+    def add(self, value: bytes | None, origin: Record | None = None) -> None:
+        """Take one audit message; ValueError (WireError) if it is unusable, for the DLQ.
+
+        No decoding when it carries the current AuditRecord header. Otherwise it must decode as an AuditRecord
+        (a registered older/newer writer schema is resolved to the current one) and is re-encoded."""
         if value is None:
             raise wire.WireError("audit record without a value (tombstone)")
-        record = wire.decode_as("AuditRecord", value)
-        self.rows.append(audit_row(record))
-        self.records.append(record)
+        if not avro_container.is_current(value):
+            value = wire.encode("AuditRecord", wire.decode_as("AuditRecord", value))
+        self.ids.append(avro_container.request_id(value))
+        self.messages.append(value)
+        self.origins.append(origin)
         if self.flush_at is None:
             self.flush_at = self.clock() + self.wait_s
 
+    def __len__(self) -> int:
+        return len(self.messages)
+
     @property
     def room(self) -> int:
-        return self.max_rows - len(self.rows)
+        return self.max_rows - len(self.messages)
 
     def due(self) -> bool:
-        return bool(self.rows) and (len(self.rows) >= self.max_rows or self.clock() >= (self.flush_at or 0))
+        return bool(self.messages) and (len(self.messages) >= self.max_rows or self.clock() >= (self.flush_at or 0))
 
     def wait_ms(self) -> int:
         """How long the next poll may wait: until the batch is due, or ``wait_s`` when it is empty."""
@@ -106,17 +138,56 @@ class AuditBatch:
 
     def token(self) -> str:
         """The insert deduplication token: a redelivered batch gets the same token."""
-        return dedup_token(self.records)
+        return avro_container.dedup_token(self.ids)
+
+    def blocks(self, streams: int) -> list[Block]:
+        """The batch cut into ``streams`` contiguous blocks of near-equal size (the same cut for the same batch,
+        so a redelivered batch gets the same per-block tokens)."""
+        n = len(self.messages)
+        streams = max(1, min(streams, n))
+        bounds = [n * k // streams for k in range(streams + 1)]
+        return [Block(self.messages[a:b], self.ids[a:b], self.origins[a:b]) for a, b in itertools.pairwise(bounds)]
 
     def clear(self) -> None:
-        self.rows, self.records, self.flush_at = [], [], None
+        self.messages, self.ids, self.origins, self.flush_at = [], [], [], None
+
+
+class Block:
+    """Records inserted as one Avro container with one dedup token (a batch, a stream of it, or a bisected half)."""
+
+    __slots__ = ("ids", "messages", "origins")
+
+    def __init__(self, messages: list[bytes], ids: list[str], origins: list[Record | None]) -> None:
+        self.messages, self.ids, self.origins = messages, ids, origins
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def halves(self) -> tuple[Block, Block]:
+        mid = len(self.messages) // 2
+        return (
+            Block(self.messages[:mid], self.ids[:mid], self.origins[:mid]),
+            Block(self.messages[mid:], self.ids[mid:], self.origins[mid:]),
+        )
+
+    def prepare(self) -> tuple[bytes, str]:
+        """The container and the dedup token (run off the event loop: it touches every message)."""
+        return avro_container.build(self.messages), avro_container.dedup_token(self.ids)
 
 
 class AuditSink:
-    def __init__(self, cfg: Settings, worker_id: str, sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        cfg: Settings,
+        worker_id: str,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+        *,
+        insert_streams: int = INSERT_STREAMS,
+    ) -> None:
         self.settings = cfg
         self.worker_id = worker_id
         self.sleep = sleep
+        self.insert_streams = max(1, insert_streams)
         self.batch = AuditBatch(cfg.audit_batch_max, cfg.audit_batch_wait_ms / 1000)
         self.inserted = 0
         self.dead_lettered = 0
@@ -159,41 +230,73 @@ class AuditSink:
 
     async def step(self, source: Source, writer: Writer, dlq: DeadLetters) -> bool:
         """One round: poll, add to the batch (unusable records go to the DLQ), and when the batch is due
-        insert it until ClickHouse acknowledges, then commit. Returns whether it committed."""
+        insert it until ClickHouse acknowledges (records it rejects go to the DLQ), then commit. Returns whether
+        it committed."""
         batch = self.batch
         fetched = await source.getmany(timeout_ms=batch.wait_ms(), max_records=batch.room)
         dead_lettered = 0
         for m in (m for part in fetched.values() for m in part):
             try:
-                batch.add(m.value)
-            except ValueError as exc:  # WireError / AuditRecordError: keep it, in the DLQ
+                batch.add(m.value, m)
+            except ValueError as exc:  # WireError: keep it, in the DLQ
                 dead_lettered += 1
-                await dlq.send_and_wait(
-                    config.TOPIC_DLQ,
-                    m.value,
-                    key=m.key,
-                    headers=dead_letter_headers(f"audit sink: {exc}", m.topic, m.partition, m.offset, self.worker_id),
-                )
+                await self._dead_letter(dlq, m, f"audit sink: {exc}")
         self.dead_lettered += dead_lettered
-        if not batch.rows and dead_lettered:
+        if not len(batch) and dead_lettered:
             await source.commit()  # only dead-lettered records since the last commit: they are safe in the DLQ
             return True
         if not batch.due():
             return False
-        await self._insert_until_acknowledged(writer, batch.rows, batch.token())
+        streams = min(self.insert_streams, max(1, len(batch) // MIN_STREAM_RECORDS))
+        written = await asyncio.gather(*(self._write(writer, dlq, block) for block in batch.blocks(streams)))
         # Everything fetched so far is in ClickHouse (or the DLQ): only now move the offsets.
         await source.commit()
-        self.inserted += len(batch.rows)
+        self.inserted += sum(written)
         batch.clear()
         return True
 
-    async def _insert_until_acknowledged(self, writer: Writer, rows: list[list[Any]], token: str) -> None:
+    async def _write(self, writer: Writer, dlq: DeadLetters, block: Block) -> int:
+        """Insert ``block`` until ClickHouse acknowledges it; returns how many records went in.
+
+        While ClickHouse is unavailable the same block is retried with backoff. When it rejects the data, the
+        block is split in halves, each inserted (and split again) on its own, so the records it cannot parse end
+        up alone and go to the DLQ with its error. Each half has its own dedup token, derived like every token
+        from its request ids, so a redelivered batch bisects into the same halves and the same tokens."""
+        container, token = await asyncio.to_thread(block.prepare)
         delay = 0.2
         while True:
             try:
-                await asyncio.to_thread(writer.insert_rows, rows, token=token)
-                return
-            except Exception as exc:  # noqa: BLE001 - ClickHouse down or rejecting: retry the same batch
-                log.warning("audit insert of %d rows failed (%s); retrying in %.1fs", len(rows), exc, delay)
+                await asyncio.to_thread(writer.insert_avro, container, token=token)
+                return len(block)
+            except AuditRejectedError as exc:
+                if len(block) == 1:
+                    self.dead_lettered += 1
+                    origin = block.origins[0]
+                    log.warning("ClickHouse rejected audit record %s (%s); dead-lettered", block.ids[0], exc)
+                    await self._dead_letter(
+                        dlq, origin, f"audit sink: ClickHouse rejected the record: {exc}", block.messages[0]
+                    )
+                    return 0
+                log.warning("ClickHouse rejected a block of %d audit records (%s); bisecting", len(block), exc)
+                first, second = block.halves()
+                return await self._write(writer, dlq, first) + await self._write(writer, dlq, second)
+            except Exception as exc:  # noqa: BLE001 - ClickHouse down or overloaded: retry the same block
+                log.warning("audit insert of %d records failed (%s); retrying in %.1fs", len(block), exc, delay)
                 await self.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
+
+    async def _dead_letter(
+        self, dlq: DeadLetters, origin: Record | None, error: str, value: bytes | None = None
+    ) -> None:
+        """Send the original bytes (``value`` when the record has no Kafka origin) to the DLQ with the error."""
+        if origin is None:
+            await dlq.send_and_wait(
+                config.TOPIC_DLQ, value, headers=dead_letter_headers(error, config.TOPIC_AUDIT, -1, -1, self.worker_id)
+            )
+            return
+        await dlq.send_and_wait(
+            config.TOPIC_DLQ,
+            origin.value,
+            key=origin.key,
+            headers=dead_letter_headers(error, origin.topic, origin.partition, origin.offset, self.worker_id),
+        )

@@ -1,9 +1,16 @@
 """ClickHouse access for the audit trail: client factory, AuditRecord → row mapping and the batch writer.
 
-The audit sink agent calls :class:`AuditWriter`::
+Two ways in, both through :class:`AuditWriter`::
 
     writer = AuditWriter(connect())          # or AuditWriter(url="http://...", database="pdx")
-    writer.insert(records)                   # list of AuditRecord dicts (docs/contracts.md); raises on failure
+    writer.insert_avro(container, token=t)   # the audit sink: raw AuditRecords as an Avro object container
+    writer.insert(records)                   # list of AuditRecord dicts (docs/contracts.md); tests and tools
+
+``insert_avro`` is the sink's path (streams/audit/avro_container.py builds the container from the Kafka message
+bytes; the audit_ingest table and its materialized view, sql/004_native_avro_ingest.sql, derive the columns in
+ClickHouse). ``insert`` maps each dict to a row in Python with :func:`audit_row`, which stays the reference the
+view is tested against (tests/integration/test_audit_native_ingest.py) and the way to load records that are not
+Avro-encodable (ISO strings for timestamps, say).
 
 ``insert`` raises :class:`AuditRecordError` (a ``ValueError``) *before anything is sent* when a record cannot be
 mapped (the sink can dead-letter it), and :class:`AuditWriteError` when ClickHouse did not acknowledge the batch
@@ -13,7 +20,6 @@ deduplication token derived from its request ids, and the table collapses rows b
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -23,6 +29,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from streams import config
+from streams.audit import avro_container
 from streams.errors import ContractError, PdxError, UserError
 
 try:  # clickhouse-connect is a runtime dependency; imported lazily-typed so mypy stays happy without stubs
@@ -91,6 +98,47 @@ class AuditRecordError(ContractError):
 
 class AuditWriteError(PdxError, RuntimeError):
     """ClickHouse did not acknowledge a batch; nothing may be assumed written. Retry the same batch."""
+
+
+class AuditRejectedError(AuditWriteError):
+    """ClickHouse answered that the data itself is malformed (it cannot parse a record of the block): retrying
+    the same bytes cannot succeed, so the sink splits the block to find the bad records (see
+    :func:`rejects_data`)."""
+
+
+#: Server error codes that mean "this input is malformed" rather than "the server cannot take it right now" or
+#: "the schema is not migrated": only these make the sink bisect a block and dead-letter records. Anything else
+#: (connection refused, timeouts, memory limits, too many parts, unknown table, ...) is retried with backoff, so
+#: a sick server never sends good records to the DLQ.
+REJECTED_DATA_CODES = frozenset(
+    {
+        6,  # CANNOT_PARSE_TEXT
+        27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        32,  # ATTEMPT_TO_READ_AFTER_EOF
+        33,  # CANNOT_READ_ALL_DATA
+        38,  # CANNOT_PARSE_DATE
+        41,  # CANNOT_PARSE_DATETIME
+        72,  # CANNOT_PARSE_NUMBER
+        117,  # INCORRECT_DATA
+        131,  # TOO_LARGE_STRING_SIZE
+        321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    }
+)
+#: STD_EXCEPTION: how ClickHouse reports an avro::Exception from its Avro reader (bad varint, negative length,
+#: EOF inside a block, sync marker mismatch). Counted as a data rejection only when the message says avro.
+STD_EXCEPTION = 1001
+_CODE = re.compile(r"\bCode:\s*(\d+)")
+
+
+def rejects_data(exc: BaseException) -> bool:
+    """Whether a clickhouse-connect error says the inserted data is malformed (see :data:`REJECTED_DATA_CODES`)."""
+    code = getattr(exc, "code", None)
+    if code is None:
+        m = _CODE.search(str(exc))
+        code = int(m.group(1)) if m else None
+    if code == STD_EXCEPTION:
+        return "avro::" in str(exc)
+    return code in REJECTED_DATA_CODES
 
 
 def check_identifier(name: str, what: str = "identifier") -> str:
@@ -283,9 +331,13 @@ def audit_row(record: Mapping[str, Any]) -> list[Any]:
 
 
 def dedup_token(records: Sequence[Mapping[str, Any]]) -> str:
-    """Insert deduplication token of a batch: the same set of request ids gives the same token."""
-    ids = sorted(str(r["request"]["request_id"]) for r in records)
-    return "pdx-audit-" + hashlib.sha256("\n".join(ids).encode()).hexdigest()
+    """Insert deduplication token of a batch: the same set of request ids gives the same token (the sink computes
+    the same token from the raw messages with streams.audit.avro_container.dedup_token)."""
+    return avro_container.dedup_token(str(r["request"]["request_id"]) for r in records)
+
+
+#: The Null-engine table the sink inserts Avro containers into (sql/004_native_avro_ingest.sql).
+INGEST_TABLE = "audit_ingest"
 
 
 class AuditWriter:
@@ -318,6 +370,24 @@ class AuditWriter:
         if not records:
             return
         self.insert_rows(self.rows(records), token=dedup_token(records) if dedup else None)
+
+    def insert_avro(self, container: bytes, *, token: str | None = None) -> None:
+        """Insert an Avro object container of AuditRecords (streams.audit.avro_container.build) through the
+        audit_ingest table; returns only after ClickHouse acknowledged it, materialized views included.
+
+        Raises :class:`AuditRejectedError` when ClickHouse cannot parse the data, :class:`AuditWriteError` for
+        every other failure. ``token`` is the insert deduplication token: the audit table sits behind a
+        materialized view, so ``deduplicate_blocks_in_dependent_materialized_views`` makes the token count there
+        (and in the rollups) and not only in the Null-engine table, which keeps nothing to deduplicate against.
+        """
+        opts: dict[str, Any] = {"async_insert": 0, "deduplicate_blocks_in_dependent_materialized_views": 1}
+        if token:
+            opts["insert_deduplication_token"] = token
+        try:
+            self.client.raw_insert(f"{self.database}.{INGEST_TABLE}", insert_block=container, fmt="Avro", settings=opts)
+        except (ClickHouseError, OSError) as exc:
+            kind = AuditRejectedError if rejects_data(exc) else AuditWriteError
+            raise kind(f"inserting an Avro block into {self.database}.{INGEST_TABLE} failed: {exc}") from exc
 
     def insert_rows(self, rows: Sequence[Sequence[Any]], *, token: str | None = None) -> None:
         """Insert already-mapped rows (from :func:`audit_row`)."""

@@ -46,7 +46,7 @@ def test_migrate_creates_versioned_schema_and_is_idempotent(db: AuditDB) -> None
     assert tables["audit_rule_daily"] == "AggregatingMergeTree"
     assert tables["audit_identity_hourly_mv"] == "MaterializedView"
     assert tables["audit_rule_daily_mv"] == "MaterializedView"
-    assert sorted(applied_versions(db.client, db.database)) == ["001", "002", "003"]
+    assert sorted(applied_versions(db.client, db.database)) == ["001", "002", "003", "004"]
     assert migrate(db.client, db.database) == []  # second run applies nothing
     assert migrate(db.client, db.database) == []
     ddl = db.client.query(
@@ -89,10 +89,10 @@ def test_edited_applied_migration_is_reported(db: AuditDB, tmp_path: Path) -> No
 def test_new_migration_file_is_applied_once(db: AuditDB, tmp_path: Path) -> None:
     sql_dir = tmp_path / "sql"
     shutil.copytree(settings.AUDIT_SQL_DIR, sql_dir)
-    (sql_dir / "004_extra.sql").write_text(
+    (sql_dir / "999_extra.sql").write_text(
         "CREATE TABLE IF NOT EXISTS $db.extra (x UInt8) ENGINE = MergeTree ORDER BY x;\n"
     )
-    assert migrate(db.client, db.database, sql_dir=sql_dir) == ["004"]
+    assert migrate(db.client, db.database, sql_dir=sql_dir) == ["999"]
     assert migrate(db.client, db.database, sql_dir=sql_dir) == []
     assert "extra" in _tables(db)
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import fastavro
 import pytest
 
 from streams import config
+from streams.audit import avro_container
 from streams.audit.sink import AuditBatch, AuditSink
+from streams.audit.store import AuditRejectedError, dedup_token
 from streams.bench import synthetic
 from streams.contracts import wire
 
@@ -38,16 +43,31 @@ class FakeSource:
         self.commits += 1
 
 
+def request_ids(container: bytes) -> list[str]:
+    return [r["request"]["request_id"] for r in fastavro.reader(io.BytesIO(container))]
+
+
 @dataclass
 class FakeWriter:
-    failures: int = 0
-    batches: list[tuple[int, str | None]] = field(default_factory=list)
+    """Counts what it is given; fails ``failures`` times like a down server, and rejects (like ClickHouse
+    failing to parse) any container holding a request id in ``poison``."""
 
-    def insert_rows(self, rows: Sequence[Sequence[Any]], *, token: str | None = None) -> None:
+    failures: int = 0
+    poison: frozenset[str] = frozenset()
+    batches: list[tuple[int, str | None]] = field(default_factory=list)
+    rejected: list[int] = field(default_factory=list)
+    inserted_ids: list[str] = field(default_factory=list)
+
+    def insert_avro(self, container: bytes, *, token: str | None = None) -> None:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("ClickHouse is down")
-        self.batches.append((len(rows), token))
+        ids = request_ids(container)
+        if self.poison.intersection(ids):
+            self.rejected.append(len(ids))
+            raise AuditRejectedError("Code: 1001. avro::Exception: Cannot have negative length")
+        self.batches.append((len(ids), token))
+        self.inserted_ids += ids
 
 
 @dataclass
@@ -60,9 +80,16 @@ class FakeDlq:
         self.sent.append((topic, value, dict(headers or [])))
 
 
-def audit_messages(n: int) -> list[Rec]:
+def audit_messages(n: int, seed: int = 7) -> list[Rec]:
     end = datetime.now(UTC)
-    return [Rec(wire.encode("AuditRecord", r), offset=i) for i, r in enumerate(synthetic.records(n, end=end))]
+    return [
+        Rec(wire.encode("AuditRecord", r), offset=i) for i, r in enumerate(synthetic.records(n, seed=seed, end=end))
+    ]
+
+
+def rid(rec: Rec) -> str:
+    assert rec.value is not None
+    return avro_container.request_id(rec.value)
 
 
 class Clock:
@@ -73,13 +100,13 @@ class Clock:
         return self.t
 
 
-def sink(max_rows: int = 3, wait_ms: int = 1000) -> tuple[AuditSink, Clock]:
+def sink(max_rows: int = 3, wait_ms: int = 1000, insert_streams: int = 1) -> tuple[AuditSink, Clock]:
     cfg = config.load().replace(audit_batch_max=max_rows, audit_batch_wait_ms=wait_ms)
 
     async def no_sleep(_s: float) -> None:
         return None
 
-    s = AuditSink(cfg, "sink-test", sleep=no_sleep)
+    s = AuditSink(cfg, "sink-test", sleep=no_sleep, insert_streams=insert_streams)
     clock = Clock()
     s.batch.clock = clock
     return s, clock
@@ -148,3 +175,82 @@ def test_batch_is_never_due_while_empty() -> None:
     assert not batch.due()
     with pytest.raises(ValueError):
         batch.add(None)
+
+
+async def test_the_dedup_token_is_that_of_the_request_ids_whatever_their_order() -> None:
+    msgs = audit_messages(4)
+    tokens = []
+    for order in (msgs, msgs[::-1]):
+        s, _ = sink(max_rows=4)
+        writer = FakeWriter()
+        await s.step(FakeSource([list(order)]), writer, FakeDlq())
+        tokens.append(writer.batches[0][1])
+    records = [wire.decode_as("AuditRecord", m.value) for m in msgs if m.value is not None]
+    assert tokens[0] == tokens[1] == dedup_token(records)  # the token of the row path, from the raw bytes
+    assert tokens[0] != avro_container.dedup_token([rid(m) for m in msgs[:3]])
+
+
+async def test_a_rejected_block_is_bisected_the_bad_records_dead_lettered_the_rest_inserted() -> None:
+    s, _ = sink(max_rows=16)
+    msgs = audit_messages(16)
+    bad = {rid(msgs[5]), rid(msgs[12])}
+    source, writer, dlq = FakeSource([msgs]), FakeWriter(poison=frozenset(bad)), FakeDlq()
+    assert await s.step(source, writer, dlq)
+    assert source.commits == 1
+    assert sorted(writer.inserted_ids) == sorted(rid(m) for m in msgs if rid(m) not in bad)
+    assert [v for _t, v, _h in dlq.sent] == [msgs[5].value, msgs[12].value]
+    for _topic, _value, headers in dlq.sent:
+        assert headers["error"].startswith(b"audit sink: ClickHouse rejected the record:")
+    assert [h["source_offset"] for _t, _v, h in dlq.sent] == [b"5", b"12"]
+    assert s.inserted == 14 and s.dead_lettered == 2
+    # 16 -> 8+8 -> 4+4 per bad half -> 2+2 -> 1+1: a handful of extra inserts, not one per record
+    assert len(writer.rejected) == 9 and writer.rejected[0] == 16
+
+
+async def test_a_redelivered_batch_bisects_into_the_same_blocks_and_tokens() -> None:
+    msgs = audit_messages(8)
+    seen = []
+    for _ in range(2):
+        s, _ = sink(max_rows=8)
+        writer = FakeWriter(poison=frozenset({rid(msgs[2])}))
+        await s.step(FakeSource([list(msgs)]), writer, FakeDlq())
+        seen.append(writer.batches)
+    assert seen[0] == seen[1] and len(seen[0]) == 3  # [0,1] [3] [4..7] around the bad record 2
+    assert all(token for _n, token in seen[0])
+
+
+async def test_large_batches_go_as_concurrent_inserts_each_with_its_own_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("streams.audit.sink.MIN_STREAM_RECORDS", 2)
+    s, _ = sink(max_rows=6, insert_streams=2)
+    msgs = audit_messages(6)
+    writer = FakeWriter()
+    assert await s.step(FakeSource([msgs]), writer, FakeDlq())
+    assert [n for n, _ in writer.batches] == [3, 3] and sorted(writer.inserted_ids) == sorted(rid(m) for m in msgs)
+    assert writer.batches[0][1] == avro_container.dedup_token([rid(m) for m in msgs[:3]]) != writer.batches[1][1]
+
+
+async def test_a_record_of_another_registered_schema_version_is_re_encoded_to_the_current_one() -> None:
+    # a newer writer that added an optional field: its fingerprint differs, its records resolve to ours
+    newer = copy.deepcopy(wire.schema("AuditRecord"))
+    newer["fields"].append({"name": "shard", "type": ["null", "string"], "default": None})
+    wire.register_writer_schema("AuditRecord", newer)
+    record = next(synthetic.records(1, seed=3, end=datetime.now(UTC)))
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(newer), {**record, "shard": "eu-1"})
+    from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+    fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(fastavro.parse_schema(newer)), "CRC-64-AVRO"))
+    message = wire.MAGIC + fp + body.getvalue()
+    assert not avro_container.is_current(message)
+    s, _ = sink(max_rows=2)
+    writer, dlq = FakeWriter(), FakeDlq()
+    assert await s.step(FakeSource([[Rec(message), *audit_messages(1, seed=4)]]), writer, dlq)
+    assert dlq.sent == [] and writer.inserted_ids[0] == record["request"]["request_id"]
+
+
+async def test_a_record_of_another_schema_goes_to_the_dlq() -> None:
+    decision = next(synthetic.records(1, end=datetime.now(UTC)))["decision"]
+    s, _ = sink(max_rows=2)
+    source, writer, dlq = FakeSource([[Rec(wire.encode("Decision", decision), offset=3)]]), FakeWriter(), FakeDlq()
+    assert await s.step(source, writer, dlq)
+    assert writer.batches == [] and b"expected a AuditRecord message" in dlq.sent[0][2]["error"]
