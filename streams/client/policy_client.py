@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from streams import config
 from streams.config import Settings
@@ -174,13 +175,21 @@ class PolicyClient:
         timeout = timeout_s or self.timeout_s
         fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         self._pending[request.request_id] = fut
+        value = wire.encode("AccessRequest", request.to_dict())
         try:
-            await self._producer.send(
-                self.request_topic, wire.encode("AccessRequest", request.to_dict()), key=request.identity_id.encode()
-            )
-            return await asyncio.wait_for(fut, timeout)
+            # One deadline for everything: a broker that is down or a topic without metadata makes the
+            # producer wait far longer than the caller's timeout, and that wait is bounded here too.
+            async with asyncio.timeout(timeout):
+                await self._producer.send(self.request_topic, value, key=request.identity_id.encode())
+                return await fut
         except TimeoutError:
             return timeout_decision(request.request_id, timeout)
+        except KafkaError as exc:  # could not even send: fail closed, never an exception to the caller
+            return Decision.fail_closed(
+                request.request_id,
+                ReasonCode.PDP_TIMEOUT,
+                f"could not send the request to pdx ({type(exc).__name__}); failing closed",
+            )
         finally:
             self._pending.pop(request.request_id, None)
 

@@ -259,3 +259,15 @@ async def _wait_for(client: PolicyClient, ident: str, action: str, resource: dic
         if d.decision == outcome or loop.time() > end:
             return d
         await asyncio.sleep(0.1)
+
+
+async def test_client_deadline_holds_when_the_request_cannot_even_be_sent(pipeline: Path) -> None:
+    """A request topic without metadata makes the producer wait (40 s by default): check(timeout=T) still
+    returns a pdp_timeout deny within T plus a small margin, never an exception."""
+    missing = f"pdx.test.missing.{uuid.uuid4().hex[:6]}"  # never created; the broker does not auto-create
+    async with PolicyClient(request_topic=missing, timeout_s=5.0) as c:
+        started = time.monotonic()
+        d = await c.check("agent-config-bot", "config:read", {"id": "feature-flags", "type": "config"}, timeout=1.0)
+        elapsed = time.monotonic() - started
+    assert d.decision == "deny" and d.reason_codes == ["pdp_timeout"]
+    assert elapsed < 2.5, f"check(timeout=1.0) took {elapsed:.1f}s"
