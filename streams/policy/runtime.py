@@ -192,11 +192,14 @@ def make_getter(path: str, tz: ZoneInfo) -> Getter:
 # ---- CIDR -------------------------------------------------------------------------------------------------
 
 _IP_CACHE: dict[str, tuple[int, int] | None] = {}
+#: Longest text parsed as an address (an IPv6 address with an IPv4 tail and a zone id fits). Longer input
+#: from the wire is malformed without parsing it, and never cached: the cache stays under ~64k × 64 bytes.
+MAX_IP_CHARS = 64
 
 
 def _parse_ip(text: str | None) -> tuple[int, int] | None:
     """(version, integer) of an address string, cached; None for a missing or malformed address."""
-    if text is None:
+    if text is None or len(text) > MAX_IP_CHARS:
         return None
     ip = _IP_CACHE.get(text, _UNSET)
     if ip is _UNSET:

@@ -78,3 +78,16 @@ def test_from_avro_builds_what_from_dict_builds_for_decoded_requests() -> None:
     bad = wire.decode_as("AccessRequest", wire.encode("AccessRequest", {**minimal.to_dict(), "resource": bad_resource}))
     with _pytest.raises(ValueError, match="sensitivity"):
         AccessRequest.from_avro(bad)
+
+
+def test_extreme_and_huge_timestamps_are_short_value_errors() -> None:
+    import pytest as _pytest
+
+    from streams.model import parse_timestamp
+
+    for text in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+        with _pytest.raises(ValueError, match="outside the representable range"):
+            parse_timestamp(text, "request.occurred_at")
+    with _pytest.raises(ValueError) as err:
+        parse_timestamp("x" * 1_000_000, "request.occurred_at")
+    assert len(str(err.value)) < 400
