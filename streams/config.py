@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streams.errors import ConfigError, UserError
+from streams.errors import ConfigError, UserError, quote
 
 #: Apache Kafka version run by ``pdx dev`` (resolved from Maven Central; see streams/devservices/kafka-pom.xml).
 KAFKA_VERSION = "4.1.1"
@@ -264,7 +264,7 @@ def _reply_topics(e: _Env) -> tuple[str, ...]:
         covered = [p for p in PROTECTED_TOPICS if _matches(p, pattern)]
         if covered:
             raise ConfigError(
-                f"environment variable {ENV_REPLY_TOPICS} allows {_prefix(pattern)}, which covers {covered[0]}: "
+                f"environment variable {ENV_REPLY_TOPICS} allows {quote(pattern, 40)}, which covers {covered[0]}: "
                 "replies must never go to request, state, audit or DLQ topics"
             )
     return topics
@@ -324,7 +324,7 @@ class _Env:
             value = int(raw)
         except ValueError:
             raise ConfigError(
-                f"environment variable {name}={_prefix(raw)} is not an integer; unset it or give a number"
+                f"environment variable {name}={quote(raw, 40)} is not an integer; unset it or give a number"
             ) from None
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = f"at least {low}" if high is None else f"between {low} and {high}"
@@ -337,7 +337,7 @@ class _Env:
     def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
         raw = self.text(name, "") or default
         if raw not in allowed:
-            raise ConfigError(f"environment variable {name}={_prefix(raw)} is not one of {', '.join(allowed)}")
+            raise ConfigError(f"environment variable {name}={quote(raw, 40)} is not one of {', '.join(allowed)}")
         return raw
 
     def file(self, name: str) -> Path | None:
@@ -346,13 +346,8 @@ class _Env:
             return None
         path = Path(raw)
         if not path.is_file():
-            raise ConfigError(f"environment variable {name}={_prefix(raw)}: no such file")
+            raise ConfigError(f"environment variable {name}={quote(raw, 40)}: no such file")
         return path
-
-
-def _prefix(value: str, limit: int = 40) -> str:
-    """A short, quoted prefix of a bad value: error messages never repeat a whole (possibly huge) input."""
-    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} chars)"
 
 
 def load() -> Settings:

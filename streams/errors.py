@@ -13,6 +13,19 @@ the bytes), and codes that travel (deny reasons) are data, in :class:`streams.mo
 """
 
 
+#: Most characters of a bad value an error message quotes: messages travel into deny reasons, logs and DLQ
+#: headers, and must never repeat a huge input.
+MAX_QUOTED_CHARS = 200
+
+
+def quote(value: object, limit: int = MAX_QUOTED_CHARS) -> str:
+    """``repr(value)``, cut to ``limit`` characters with the full length noted."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} chars)"
+
+
 class PdxError(Exception):
     """Root of every deliberate pdx error."""
 

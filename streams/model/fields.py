@@ -6,20 +6,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from streams.errors import quote
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-#: Most characters of a bad value an error message quotes: messages travel into deny reasons, logs and DLQ
-#: headers, and must never repeat a huge input.
-MAX_QUOTED_CHARS = 200
-
-
-def short(value: Any) -> str:
-    """``repr(value)``, cut to :data:`MAX_QUOTED_CHARS` characters with the full length noted."""
-    text = repr(value)
-    if len(text) <= MAX_QUOTED_CHARS:
-        return text
-    return f"{text[:MAX_QUOTED_CHARS]}... ({len(text)} chars)"
 
 
 def parse_timestamp(value: Any, what: str) -> datetime:
@@ -34,17 +23,17 @@ def parse_timestamp(value: Any, what: str) -> datetime:
             dt = datetime.fromisoformat(text)
         except ValueError:
             raise ValueError(
-                f"{what}: {short(value)} is not an ISO-8601 timestamp (e.g. 2025-06-03T10:00:00Z)"
+                f"{what}: {quote(value)} is not an ISO-8601 timestamp (e.g. 2025-06-03T10:00:00Z)"
             ) from None
     else:
         kind = type(value).__name__
-        raise ValueError(f"{what}: expected an ISO-8601 timestamp or datetime, got {kind} {short(value)}")
+        raise ValueError(f"{what}: expected an ISO-8601 timestamp or datetime, got {kind} {quote(value)}")
     if dt.tzinfo is None:
         return dt.replace(tzinfo=UTC)
     try:
         return dt.astimezone(UTC)
     except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before the first representable UTC instant
-        raise ValueError(f"{what}: {short(value)} is outside the representable range of UTC timestamps") from None
+        raise ValueError(f"{what}: {quote(value)} is outside the representable range of UTC timestamps") from None
 
 
 def optional_timestamp(value: Any, what: str) -> datetime | None:
@@ -58,7 +47,7 @@ def iso_utc(dt: datetime) -> str:
 
 def _choice(value: Any, allowed: Sequence[str], what: str) -> str:
     if value not in allowed:
-        raise ValueError(f"{what}: {short(value)} is not one of {', '.join(allowed)}")
+        raise ValueError(f"{what}: {quote(value)} is not one of {', '.join(allowed)}")
     return str(value)
 
 
@@ -66,7 +55,7 @@ def _str(value: Any, what: str, *, required: bool = True) -> str:
     if value is None and not required:
         return ""
     if not isinstance(value, str) or (required and value == ""):
-        raise ValueError(f"{what}: expected a non-empty string, got {short(value)}")
+        raise ValueError(f"{what}: expected a non-empty string, got {quote(value)}")
     return value
 
 
@@ -74,11 +63,11 @@ def _str_list(value: Any, what: str) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str) or not isinstance(value, Iterable):
-        raise ValueError(f"{what}: expected a list of strings, got {short(value)}")
+        raise ValueError(f"{what}: expected a list of strings, got {quote(value)}")
     out = list(value)
     for item in out:
         if not isinstance(item, str):
-            raise ValueError(f"{what}: expected a list of strings, found {short(item)}")
+            raise ValueError(f"{what}: expected a list of strings, found {quote(item)}")
     return out
 
 
@@ -86,17 +75,17 @@ def _str_map(value: Any, what: str) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ValueError(f"{what}: expected a mapping of string to string, got {short(value)}")
+        raise ValueError(f"{what}: expected a mapping of string to string, got {quote(value)}")
     out: dict[str, str] = {}
     for k, v in value.items():
         if not isinstance(k, str):
-            raise ValueError(f"{what}: key {short(k)} is not a string")
+            raise ValueError(f"{what}: key {quote(k)} is not a string")
         if isinstance(v, bool):
             v = "true" if v else "false"
         elif isinstance(v, (int, float)):
             v = str(v)
         if not isinstance(v, str):
-            raise ValueError(f"{what}.{k}: expected a string value, got {short(v)}")
+            raise ValueError(f"{what}.{k}: expected a string value, got {quote(v)}")
         out[k] = v
     return out
 
@@ -118,5 +107,5 @@ def _opt_str(d: Mapping[str, Any], key: str, what: str) -> str | None:
     if v is None:
         return None
     if not isinstance(v, str):
-        raise ValueError(f"{what}.{key}: expected a string, got {short(v)}")
+        raise ValueError(f"{what}.{key}: expected a string, got {quote(v)}")
     return v

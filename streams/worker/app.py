@@ -156,7 +156,7 @@ async def run_request_loop(cfg: Settings, state: WorkerState, assigned: asyncio.
         cluster = producer.client.cluster
         routes = ReplyRoutes(cfg, cluster, request_lookup=lambda topic: producer.client.add_topic(topic))
         decider = Decider(state, cfg.worker_id, routes, audit_on_request_partition=same)
-        loop = RequestLoop(decider, KafkaBatchProducer(producer), cfg.worker_batch_max)
+        loop = RequestLoop(decider, KafkaBatchProducer(producer))
         consumer.subscribe([config.TOPIC_REQUESTS], listener=_Assigned(assigned))
         while True:
             fetched = await consumer.getmany(timeout_ms=1000, max_records=cfg.worker_batch_max)

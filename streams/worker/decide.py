@@ -61,15 +61,10 @@ class Planned:
     audit: Out | None = None
     reply: Out | None = None
     dead_letter: Out | None = None
-    decision: str | None = None
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _no_route_check(topic: str, partition: Any) -> str | None:
-    return None
 
 
 class Decider:
@@ -77,7 +72,7 @@ class Decider:
         self,
         state: WorkerState,
         worker_id: str,
-        route_error: RouteCheck = _no_route_check,
+        route_error: RouteCheck,
         clock: Callable[[], datetime] = _now,
         audit_on_request_partition: bool = False,
     ) -> None:
@@ -128,7 +123,7 @@ class Decider:
                 decision = evaluate(self.state.bundle, request, identity, approvals, received_at)
                 decision.worker_id = self.worker_id
         decision_msg = wire.encode("Decision", decision.to_dict(), trusted=True)
-        planned = Planned(rid, decision=decision.decision)
+        planned = Planned(rid)
         planned.audit = self._audit(msg, request_dict, decision, decision_msg, identity, received_at)
         if route_problem is None:
             key = rid.encode()

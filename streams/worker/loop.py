@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from streams.config import Settings, reply_topic_allowed
@@ -118,17 +117,6 @@ class Metadata(Protocol):
     def partitions_for_topic(self, topic: str) -> set[int] | None: ...
 
 
-@dataclass
-class LoopStats:
-    batches: int = 0
-    requests: int = 0
-    replies: int = 0
-    audited: int = 0
-    dead_lettered: int = 0
-    failed_audits: int = 0
-    failed_replies: int = 0
-
-
 class ReplyRoutes:
     """Checks a reply's topic and partition against the allow-list and the *cached* metadata.
 
@@ -158,27 +146,16 @@ class ReplyRoutes:
 
 
 class RequestLoop:
-    def __init__(self, decider: Decider, sink: RecordSink, batch_max: int) -> None:
+    def __init__(self, decider: Decider, sink: RecordSink) -> None:
         self.decider = decider
         self.sink = sink
-        self.batch_max = batch_max
-        self.stats = LoopStats()
 
     async def process(self, msgs: Sequence[Incoming]) -> list[Planned]:
         """Decide one fetch and produce its records in the delivery order above (steps 2–4)."""
         planned = self.decider.decide_batch(msgs)
-        stats = self.stats
-        stats.batches += 1
-        stats.requests += len(msgs)
-        first = [p for p in planned if p.audit is not None]
+        audited = [p for p in planned if p.audit is not None]
         dlq = [p.dead_letter for p in planned if p.dead_letter is not None]
-        ok = await self.sink.produce_all([p.audit for p in first if p.audit is not None] + dlq)
-        durable = {id(p) for p, done in zip(first, ok[: len(first)], strict=True) if done}
-        stats.audited += len(durable)
-        stats.failed_audits += len(first) - len(durable)
-        stats.dead_lettered += sum(ok[len(first) :])
-        replies = [p.reply for p in planned if p.reply is not None and id(p) in durable]
-        reply_ok = await self.sink.produce_all(replies)
-        stats.replies += sum(reply_ok)
-        stats.failed_replies += len(replies) - sum(reply_ok)
+        ok = await self.sink.produce_all([p.audit for p in audited if p.audit is not None] + dlq)
+        durable = {id(p) for p, done in zip(audited, ok[: len(audited)], strict=True) if done}
+        await self.sink.produce_all([p.reply for p in planned if p.reply is not None and id(p) in durable])
         return planned

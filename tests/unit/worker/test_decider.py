@@ -48,7 +48,7 @@ def incoming(value: bytes, offset: int = 7) -> Incoming:
 
 def loop_for(state: WorkerState, producer: FakeProducer, metadata: FakeMetadata | None = None) -> RequestLoop:
     routes = ReplyRoutes(config.Settings.from_env({}), metadata or FakeMetadata())
-    return RequestLoop(Decider(state, "w-test", routes), producer, batch_max=100)
+    return RequestLoop(Decider(state, "w-test", routes), producer)
 
 
 async def decide(state: WorkerState, *values: bytes, **kw: Any) -> FakeProducer:
@@ -208,5 +208,5 @@ async def test_audit_records_go_to_their_request_partition_when_the_topics_are_c
     producer = FakeProducer()
     routes = ReplyRoutes(config.Settings.from_env({}), FakeMetadata())
     decider = Decider(loaded_state, "w-test", routes, audit_on_request_partition=True)
-    await RequestLoop(decider, producer, batch_max=10).process([incoming(encoded())])
+    await RequestLoop(decider, producer).process([incoming(encoded())])
     assert [r.partition for r in producer.on(config.TOPIC_AUDIT)] == [1]
