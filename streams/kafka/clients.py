@@ -20,6 +20,14 @@ from streams.errors import kafka_unreachable
 #: Producer settings for records that must not be lost or duplicated (state, replies, audit).
 RELIABLE = {"acks": "all", "enable_idempotence": True}
 
+#: Group settings for consumers whose partitions must be served again soon after their owner dies. A killed
+#: process sends no LeaveGroup, so the broker notices only when its session expires: 6 s is the smallest
+#: session a default broker accepts (group.min.session.timeout.ms), and a heartbeat every second lets the
+#: survivors join the rebalance within a second of it. aiokafka has no cooperative (incremental) assignor
+#: and no KIP-848 protocol, so a rebalance revokes every partition briefly (streams/worker/app.py commits
+#: before giving them up).
+FAST_TAKEOVER: dict[str, Any] = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
+
 
 def ssl_context(sec: KafkaSecurity) -> ssl.SSLContext | None:
     """A TLS context that verifies the broker (with the configured CA, if any) and presents the client
@@ -57,6 +65,12 @@ def consumer(cfg: Settings, *topics: str, **options: Any) -> AIOKafkaConsumer:
     """A consumer (not started). Without ``group_id`` it is group-less and never commits."""
     defaults: dict[str, Any] = {"enable_auto_commit": False, "group_id": None}
     return AIOKafkaConsumer(*topics, **{**connection_options(cfg), **defaults, **options})
+
+
+async def committed_offsets(consumer: AIOKafkaConsumer, partitions: list[Any]) -> dict[Any, Any]:
+    """``{TopicPartition: OffsetAndMetadata}`` committed by the consumer's group, *with* the commit metadata
+    (aiokafka's public ``committed()`` returns the offset only)."""
+    return dict(await consumer._coordinator.fetch_committed_offsets(partitions))
 
 
 def admin(cfg: Settings, **options: Any) -> AIOKafkaAdminClient:

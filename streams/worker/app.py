@@ -25,8 +25,10 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from streams import config
 from streams.config import Settings
 from streams.kafka import clients
+from streams.worker import recorded
 from streams.worker.decide import Decider, Incoming
 from streams.worker.loop import KafkaBatchProducer, ReplyRoutes, RequestLoop
+from streams.worker.recorded import format_mark
 from streams.worker.replica import CompactedReplica
 from streams.worker.state import WorkerState
 
@@ -117,16 +119,82 @@ def build_app(cfg: Settings) -> faust.App:
 _BATCH_BYTES = 512 * 1024
 
 
-class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, event: asyncio.Event) -> None:
-        self.event = event
+class _Commits:
+    """Answered request offsets not committed yet, each with its audit mark (streams/worker/recorded.py).
+
+    Committing is batched in time, off the request path: a commit is a broker round trip, and waiting for
+    it after every fetch made low-rate latency several round trips long.
+    """
+
+    def __init__(self, consumer: Any, every_s: float = 0.2) -> None:
+        self.consumer = consumer
+        self.every_s = every_s
+        self.done: dict[TopicPartition, tuple[int, str]] = {}
+        self._later: asyncio.Future[None] | None = None
+
+    def record(self, fetched: dict[Any, list[Any]], marks: dict[int, int]) -> None:
+        for tp, records in fetched.items():
+            mark = format_mark(marks.get(tp.partition))
+            self.done[TopicPartition(tp.topic, tp.partition)] = (records[-1].offset + 1, mark)
+        if self._later is None or self._later.done():
+            self._later = asyncio.ensure_future(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.every_s)
+        await self.flush()
+
+    async def flush(self) -> None:
+        offsets = dict(self.done)
+        self.done.clear()
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:  # a rebalance took the partitions: they are redelivered
+            log.warning("offset commit failed (%s); the new owner re-reads these requests", exc)
+
+    async def close(self) -> None:
+        if self._later is not None:
+            await asyncio.wait([self._later])
+        await self.flush()
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Partitions leave only after the fetch in flight is answered and committed; partitions arrive only after
+    the decisions recorded for their uncommitted requests are loaded (so a redelivery repeats them)."""
+
+    def __init__(self, cfg: Settings, consumer: Any, loop: RequestLoop, commits: _Commits, busy: asyncio.Lock,
+                 assigned: asyncio.Event, co_partitioned: bool) -> None:
+        self.cfg = cfg
+        self.consumer = consumer
+        self.loop = loop
+        self.commits = commits
+        self.busy = busy
+        self.assigned = assigned
+        self.co_partitioned = co_partitioned
+        #: set while the loop may decide: cleared from a revocation until the new assignment's recorded
+        #: decisions are loaded (aiokafka may already fetch for new partitions while the listener runs)
+        self.settled = asyncio.Event()
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        return None
+        self.settled.clear()
+        async with self.busy:
+            await self.commits.flush()
+        self.loop.decider.recorded.forget(tp.partition for tp in revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        log.info("request partitions assigned: %s", sorted(tp.partition for tp in assigned))
-        self.event.set()
+        parts = sorted(tp.partition for tp in assigned)
+        log.info("request partitions assigned: %s", parts)
+        if self.co_partitioned and parts:
+            try:
+                raw = await clients.committed_offsets(self.consumer, list(assigned))
+                commits = recorded.consumer_commits({tp: raw.get(tp) for tp in assigned})
+                ends = await recorded.load(self.cfg, self.loop.decider.recorded, commits)
+                self.loop.audit_end.update(ends)
+            except (KafkaError, OSError) as exc:
+                log.warning("could not read the recorded decisions (%s): redeliveries are decided again", exc)
+        self.settled.set()
+        self.assigned.set()
 
 
 async def run_request_loop(cfg: Settings, state: WorkerState, assigned: asyncio.Event) -> None:
@@ -138,6 +206,7 @@ async def run_request_loop(cfg: Settings, state: WorkerState, assigned: asyncio.
         max_poll_records=cfg.worker_batch_max,
         fetch_max_wait_ms=100,
         client_id=f"pdx-worker-{cfg.worker_id}",
+        **clients.FAST_TAKEOVER,
     )
     # Replies must not wait for linger; a fetch's records are still sent in few requests, because they are
     # all appended before the sender runs.
@@ -146,50 +215,40 @@ async def run_request_loop(cfg: Settings, state: WorkerState, assigned: asyncio.
     )
     await producer.start()
     await consumer.start()
-    done: dict[TopicPartition, int] = {}  # answered offsets not committed yet
-    committing: asyncio.Future[None] | None = None
+    commits = _Commits(consumer)
     try:
         await producer.partitions_for(config.TOPIC_DECISIONS)  # warm the metadata every reply is checked against
         same = len(await producer.partitions_for(config.TOPIC_AUDIT)) == len(
             await producer.partitions_for(config.TOPIC_REQUESTS)
         )
+        if not same:
+            log.warning(
+                "%s and %s have different partition counts: a redelivered request is decided again "
+                "(recreate them with `pdx topics create`)", config.TOPIC_AUDIT, config.TOPIC_REQUESTS
+            )
         cluster = producer.client.cluster
         routes = ReplyRoutes(cfg, cluster, request_lookup=lambda topic: producer.client.add_topic(topic))
         decider = Decider(state, cfg.worker_id, routes, audit_on_request_partition=same)
         loop = RequestLoop(decider, KafkaBatchProducer(producer))
-        consumer.subscribe([config.TOPIC_REQUESTS], listener=_Assigned(assigned))
+        busy = asyncio.Lock()
+        rebalance = _Rebalance(cfg, consumer, loop, commits, busy, assigned, same)
+        consumer.subscribe([config.TOPIC_REQUESTS], listener=rebalance)
         while True:
             fetched = await consumer.getmany(timeout_ms=1000, max_records=cfg.worker_batch_max)
             if not fetched:
                 continue
-            msgs = [
-                Incoming(m.topic, m.partition, m.offset, m.key, m.value or b"")
-                for records in fetched.values()
-                for m in records
-            ]
-            await loop.process(msgs)
-            # Everything fetched is answered (or failed closed): these offsets may be committed. Committing
-            # is batched in time, off the request path: a commit is a broker round trip, and waiting for it
-            # after every fetch made low-rate latency several round trips long.
-            done.update({TopicPartition(tp.topic, tp.partition): rs[-1].offset + 1 for tp, rs in fetched.items()})
-            if committing is None or committing.done():
-                committing = asyncio.ensure_future(_commit(consumer, done))
+            await rebalance.settled.wait()
+            fetched = {tp: rs for tp, rs in fetched.items() if tp in consumer.assignment()}
+            async with busy:
+                msgs = [
+                    Incoming(m.topic, m.partition, m.offset, m.key, m.value or b"")
+                    for records in fetched.values()
+                    for m in records
+                ]
+                await loop.process(msgs)
+                # Everything fetched is answered (or failed closed): these offsets may be committed.
+                commits.record(fetched, loop.audit_end)
     finally:
-        if committing is not None:
-            await asyncio.wait([committing])
-        await _commit(consumer, done)
+        await commits.close()
         await consumer.stop()
         await producer.stop()
-
-
-async def _commit(consumer: Any, done: dict[TopicPartition, int], every_s: float = 0.2) -> None:
-    """Commit the answered offsets in ``done`` (and forget them); at most once per ``every_s``."""
-    await asyncio.sleep(every_s)
-    offsets = dict(done)
-    done.clear()
-    if not offsets:
-        return
-    try:
-        await consumer.commit(offsets)
-    except (CommitFailedError, KafkaError) as exc:  # a rebalance took the partitions: they are redelivered
-        log.warning("offset commit failed (%s); the new owner re-reads these requests", exc)

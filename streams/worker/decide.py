@@ -23,6 +23,7 @@ from streams.contracts import wire
 from streams.contracts.dlq import dead_letter_headers
 from streams.model import AccessRequest, Decision, ReasonCode
 from streams.policy import evaluate
+from streams.worker.recorded import RecordedDecisions
 from streams.worker.state import WorkerState
 
 log = logging.getLogger("pdx.decide")
@@ -55,7 +56,8 @@ class Out:
 
 @dataclass(slots=True)
 class Planned:
-    """What one request leads to. The reply may be sent only once the audit record is durable."""
+    """What one request leads to. The reply may be sent only once the audit record is durable; a reply
+    without an audit record repeats a decision recorded before (a redelivery)."""
 
     request_id: str | None
     audit: Out | None = None
@@ -75,6 +77,7 @@ class Decider:
         route_error: RouteCheck,
         clock: Callable[[], datetime] = _now,
         audit_on_request_partition: bool = False,
+        recorded: RecordedDecisions | None = None,
     ) -> None:
         self.state = state
         self.worker_id = worker_id
@@ -83,6 +86,8 @@ class Decider:
         #: pdx.audit has as many partitions as pdx.requests: write each audit record to its request's
         #: partition (co-partitioned by identity, and no per-record partitioner on the hot path)
         self.audit_on_request_partition = audit_on_request_partition
+        #: decisions already recorded in pdx.audit for redelivered requests (streams/worker/recorded.py)
+        self.recorded = recorded if recorded is not None else RecordedDecisions()
 
     def decide_batch(self, msgs: Sequence[Incoming]) -> list[Planned]:
         return [self.decide(m) for m in msgs]
@@ -99,6 +104,12 @@ class Decider:
         reply_to = request_dict.get("reply_to") or ""
         reply_partition = request_dict.get("reply_partition")
         route_problem = self.route_error(reply_to, reply_partition) if reply_to else "no reply_to"
+        recorded = self.recorded.take(msg.partition, msg.offset, rid)
+        if recorded is not None:  # redelivered: its decision is durable in pdx.audit already; repeat it
+            if route_problem is not None:
+                return Planned(rid)
+            key = rid.encode()
+            return Planned(rid, reply=Out(reply_to, key, recorded, reply_partition, [("correlation_id", key)]))
         request: AccessRequest | None = None
         invalid = ""
         try:

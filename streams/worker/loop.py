@@ -36,9 +36,10 @@ log = logging.getLogger("pdx.worker.loop")
 
 class RecordSink(Protocol):
     """Where the loop's records go: ``produce_all`` sends them and waits until each is acknowledged (or failed);
-    it returns, per record, whether it is durable. :class:`KafkaBatchProducer` is the Kafka one."""
+    it returns, per record, its offset once durable, or None when it failed. :class:`KafkaBatchProducer` is
+    the Kafka one."""
 
-    async def produce_all(self, records: Sequence[Out]) -> list[bool]: ...
+    async def produce_all(self, records: Sequence[Out]) -> list[int | None]: ...
 
 
 class KafkaBatchProducer:
@@ -52,8 +53,9 @@ class KafkaBatchProducer:
     def __init__(self, producer: Any) -> None:
         self.producer = producer
 
-    async def produce_all(self, records: Sequence[Out]) -> list[bool]:
+    async def produce_all(self, records: Sequence[Out]) -> list[int | None]:
         pending: list[Any] = [None] * len(records)
+        place: list[int] = [0] * len(records)  # index of the record in its batch
         batches: dict[tuple[str, int], tuple[Any, list[int]]] = {}
         submitted: list[tuple[Any, list[int]]] = []
         for index, out in enumerate(records):
@@ -69,6 +71,7 @@ class KafkaBatchProducer:
             if builder.record_count() == len(members):  # did not fit even an empty batch
                 log.error("a %d-byte record for %s is larger than a batch; not produced", len(out.value), out.topic)
             else:
+                place[index] = len(members)
                 members.append(index)
             batches[slot] = (builder, members)
         for slot, (builder, members) in batches.items():
@@ -79,13 +82,15 @@ class KafkaBatchProducer:
                 pending[index] = fut
         unique = list({id(f): f for f in pending if f is not None}.values())
         results = await asyncio.gather(*unique, return_exceptions=True)
-        failed: set[int] = set()
+        base: dict[int, int] = {}  # future → offset of its first record
         for fut, result in zip(unique, results, strict=True):
-            if isinstance(result, BaseException) or result is _FAILED:
-                failed.add(id(fut))
-                if isinstance(result, BaseException):
-                    log.error("producing a batch failed: %s", str(result)[:200])
-        return [f is not None and id(f) not in failed for f in pending]
+            if isinstance(result, BaseException):
+                log.error("producing a batch failed: %s", str(result)[:200])
+            elif result is not _FAILED:
+                base[id(fut)] = result.offset
+        return [
+            None if f is None or id(f) not in base else base[id(f)] + place[i] for i, f in enumerate(pending)
+        ]
 
     async def _submit(self, builder: Any, slot: tuple[str, int]) -> Any:
         try:
@@ -149,6 +154,9 @@ class RequestLoop:
     def __init__(self, decider: Decider, sink: RecordSink) -> None:
         self.decider = decider
         self.sink = sink
+        #: audit partition → the offset after this worker's last durable audit record there: the mark an
+        #: offset commit carries (streams/worker/recorded.py)
+        self.audit_end: dict[int, int] = {}
 
     async def process(self, msgs: Sequence[Incoming]) -> list[Planned]:
         """Decide one fetch and produce its records in the delivery order above (steps 2–4)."""
@@ -156,6 +164,11 @@ class RequestLoop:
         audited = [p for p in planned if p.audit is not None]
         dlq = [p.dead_letter for p in planned if p.dead_letter is not None]
         ok = await self.sink.produce_all([p.audit for p in audited if p.audit is not None] + dlq)
-        durable = {id(p) for p, done in zip(audited, ok[: len(audited)], strict=True) if done}
-        await self.sink.produce_all([p.reply for p in planned if p.reply is not None and id(p) in durable])
+        durable = {id(p) for p, done in zip(audited, ok[: len(audited)], strict=True) if done is not None}
+        for p, done in zip(audited, ok, strict=False):
+            if done is not None and p.audit is not None and p.audit.partition is not None:
+                self.audit_end[p.audit.partition] = max(self.audit_end.get(p.audit.partition, 0), done + 1)
+        await self.sink.produce_all(
+            [p.reply for p in planned if p.reply is not None and (p.audit is None or id(p) in durable)]
+        )
         return planned

@@ -40,17 +40,23 @@ class FakeProducer:
     fail: Any = None
     records: list[Produced] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
+    ends: dict[tuple[str, int | None], int] = field(default_factory=dict)  # next offset per topic-partition
 
-    async def produce_all(self, records: Sequence[Out]) -> list[bool]:
-        ok = []
+    async def produce_all(self, records: Sequence[Out]) -> list[int | None]:
+        ok: list[int | None] = []
         for out in records:
             self.events.append(f"send {out.topic} {out.key!r}")
             failed = self.fail(out.topic, out.value) if self.fail else None
+            offset = None
             if failed is None:
                 self.records.append(Produced(out.topic, out.key, out.value, out.partition, list(out.headers)))
-            ok.append(failed is None)
+                offset = self.ends.get((out.topic, out.partition), 0)
+                self.ends[(out.topic, out.partition)] = offset + 1
+            ok.append(offset)
         await asyncio.sleep(0)  # the acknowledgements arrive later
-        self.events += [f"acked {out.topic} {out.key!r}" for out, done in zip(records, ok, strict=True) if done]
+        self.events += [
+            f"acked {out.topic} {out.key!r}" for out, done in zip(records, ok, strict=True) if done is not None
+        ]
         return ok
 
     def on(self, topic: str) -> list[Produced]:

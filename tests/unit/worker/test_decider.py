@@ -186,8 +186,9 @@ async def test_a_batch_of_valid_invalid_and_undecodable_requests(loaded_state: W
     assert len(out.on(config.TOPIC_DLQ)) == 3  # garbage, invalid, bad route
 
 
-async def test_the_same_request_redelivered_is_decided_the_same(loaded_state: WorkerState) -> None:
-    """Redelivery after a crash: both replies say the same; the audit table collapses them by request_id."""
+async def test_the_same_request_sent_twice_is_decided_the_same(loaded_state: WorkerState) -> None:
+    """Two records with one request (a client that sent it twice): both replies say the same; the audit
+    table collapses the two rows (same request)."""
     out = await decide(loaded_state, encoded(request_id="r"), encoded(request_id="r"))
     assert [reason(out, 0), reason(out, 1)] == [("allow", "config_read")] * 2
     assert [r.key for r in out.on(config.TOPIC_AUDIT)] == [b"r", b"r"]
