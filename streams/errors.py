@@ -19,7 +19,10 @@ MAX_QUOTED_CHARS = 200
 
 
 def quote(value: object, limit: int = MAX_QUOTED_CHARS) -> str:
-    """``repr(value)``, cut to ``limit`` characters with the full length noted."""
+    """``repr(value)``, cut to ``limit`` characters with the full length noted (a long string is cut before
+    its repr is built: quoting a 1 MB value costs no more than quoting a short one)."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value)} chars)"
     text = repr(value)
     if len(text) <= limit:
         return text

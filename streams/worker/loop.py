@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from streams.config import Settings, reply_topic_allowed
+from streams.errors import quote
 from streams.worker.decide import Decider, Incoming, Out, Planned
 
 log = logging.getLogger("pdx.worker.loop")
@@ -127,27 +128,39 @@ class ReplyRoutes:
 
     Never waits: a topic with no cached metadata is refused (and looked up in the background, so the next
     request to it can succeed), because waiting on metadata for one request would stall every request.
+    Lookups are bounded: at most ``max_lookups`` distinct topics are ever added to the producer's metadata
+    (an allowed prefix admits endless names, and each one tracked costs every later metadata refresh).
     """
 
-    def __init__(self, cfg: Settings, metadata: Metadata, request_lookup: Any = None) -> None:
+    def __init__(self, cfg: Settings, metadata: Metadata, request_lookup: Any = None, max_lookups: int = 1024) -> None:
         self.allowed = cfg.reply_topics
         self.metadata = metadata
         self.request_lookup = request_lookup
+        self.max_lookups = max_lookups
+        self.looked_up: set[str] = set()
 
     def __call__(self, topic: str, partition: Any) -> str | None:
-        shown = topic[:100]
+        shown = quote(topic, 100)
         if not reply_topic_allowed(topic, self.allowed):
-            return f"reply_to {shown!r} is not an allowed reply topic (allowed: {', '.join(self.allowed)})"
+            return f"reply_to {shown} is not an allowed reply topic (allowed: {', '.join(self.allowed)})"
         if isinstance(partition, bool) or not isinstance(partition, int):
-            return f"reply_partition {str(partition)[:20]!r} is not an integer"
+            return f"reply_partition {quote(partition, 20)} is not an integer"
         parts = self.metadata.partitions_for_topic(topic)
         if parts is None:
-            if self.request_lookup is not None:
-                self.request_lookup(topic)
-            return f"reply topic {shown!r} is unknown to this worker (no metadata); retry, or create the topic"
+            self._look_up(topic)
+            return f"reply topic {shown} is unknown to this worker (no metadata); retry, or create the topic"
         if partition not in parts:
             return f"reply_partition {partition} does not exist in {shown} (it has {len(parts)} partitions)"
         return None
+
+    def _look_up(self, topic: str) -> None:
+        if self.request_lookup is None or topic in self.looked_up:
+            return
+        if len(self.looked_up) >= self.max_lookups:
+            log.warning("not looking up reply topic %s: %d looked up already", quote(topic, 100), self.max_lookups)
+            return
+        self.looked_up.add(topic)
+        self.request_lookup(topic)
 
 
 class RequestLoop:

@@ -211,3 +211,14 @@ async def test_audit_records_go_to_their_request_partition_when_the_topics_are_c
     decider = Decider(loaded_state, "w-test", routes, audit_on_request_partition=True)
     await RequestLoop(decider, producer).process([incoming(encoded())])
     assert [r.partition for r in producer.on(config.TOPIC_AUDIT)] == [1]
+
+
+def test_reply_topic_lookups_are_bounded() -> None:
+    """An allowed prefix admits endless topic names: only so many are ever added to the producer's metadata."""
+    asked: list[str] = []
+    routes = ReplyRoutes(config.Settings.from_env({}), FakeMetadata(), request_lookup=asked.append, max_lookups=3)
+    for i in range(10):
+        assert routes(f"pdx.replies.svc-{i}", 0) is not None
+        assert routes(f"pdx.replies.svc-{i}", 0) is not None  # asked once per topic
+    assert asked == ["pdx.replies.svc-0", "pdx.replies.svc-1", "pdx.replies.svc-2"]
+    assert "..." in str(routes("x" * 5000, 0)) and len(str(routes("x" * 5000, 0))) < 400
