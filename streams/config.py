@@ -130,6 +130,10 @@ ENV_PRODUCER_LINGER_MS = "PDX_PRODUCER_LINGER_MS"
 ENV_READY_FILE = "PDX_READY_FILE"
 ENV_REPLY_TOPICS = "PDX_REPLY_TOPICS"
 ENV_WORKER_BATCH_MAX = "PDX_WORKER_BATCH_MAX"
+ENV_REQUEST_MAX_BYTES = "PDX_REQUEST_MAX_BYTES"
+ENV_REQUEST_MAX_STRING = "PDX_REQUEST_MAX_STRING"
+ENV_REQUEST_MAX_LIST = "PDX_REQUEST_MAX_LIST"
+ENV_REQUEST_MAX_MAP = "PDX_REQUEST_MAX_MAP"
 
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_KAFKA_CONTROLLER_PORT = 9093
@@ -182,6 +186,40 @@ class KafkaSecurity:
 
 
 @dataclass(frozen=True)
+class RequestLimits:
+    """How large an AccessRequest may be before it is denied ``request_too_large`` (streams.contracts.limits).
+
+    Why limits at all: every byte of a request is decoded, held, evaluated against, audited and stored in
+    ClickHouse, and a request's size is chosen by whoever can write to pdx.requests. Why these defaults: a
+    real request is a few hundred bytes (ids, an action, a handful of attributes), so each default leaves
+    one to two orders of magnitude of headroom while keeping the worst case small:
+
+    * ``max_message_bytes`` 64 KiB: the whole encoded message (header included). Far below Kafka's 1 MiB
+      default ``max.message.bytes``, and it keeps each audit row (which holds the request's bytes) small.
+      It bounds the totals; the limits below bound the pieces inside it.
+    * ``max_string_chars`` 4096: every string (ids, action, resource fields, context fields, each
+      ``on_behalf_of`` item, every attribute key and value). Room for a long ARN, URL or JWT-sized ticket;
+      longer text is data, not an attribute to decide on. One limit for map keys and values too: a separate
+      value limit would be one more knob with nothing to choose between them.
+    * ``max_list_items`` 64 (``on_behalf_of``): a delegation chain is a few principals deep; 64 is already
+      absurd, and policies test membership in it.
+    * ``max_map_entries`` 64 (each of ``resource.attributes`` and ``context.attributes``): policies name the
+      attributes they read; a few dozen are plenty.
+
+    Nesting depth needs no limit: the Avro schema has fixed records, one array of strings and two maps of
+    string to string, so a decoded request is never deeper than that (see streams.contracts.limits).
+    """
+
+    max_message_bytes: int = 65536
+    max_string_chars: int = 4096
+    max_list_items: int = 64
+    max_map_entries: int = 64
+
+
+DEFAULT_REQUEST_LIMITS = RequestLimits()
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every ``PDX_*`` setting, read and validated once by :meth:`from_env`.
 
@@ -218,6 +256,8 @@ class Settings:
     reply_topics: tuple[str, ...] = DEFAULT_REPLY_TOPICS
     #: most requests one worker takes from one fetch and decides together
     worker_batch_max: int = 2000
+    #: size limits of one AccessRequest; larger requests are denied request_too_large
+    request_limits: RequestLimits = DEFAULT_REQUEST_LIMITS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -250,11 +290,24 @@ class Settings:
             kafka_security=_kafka_security(e),
             reply_topics=_reply_topics(e),
             worker_batch_max=e.integer(ENV_WORKER_BATCH_MAX, 2000, low=1, high=100_000),
+            request_limits=_request_limits(e),
         )
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (e.g. ``cfg.replace(worker_id="w2")``)."""
         return dataclasses.replace(self, **changes)
+
+
+def _request_limits(e: _Env) -> RequestLimits:
+    """The request size limits. Lower bounds keep ordinary requests possible (a uuid request id, a few
+    attributes); upper bounds keep a typo from switching the limits off (16 MiB is beyond any Kafka default)."""
+    d = DEFAULT_REQUEST_LIMITS
+    return RequestLimits(
+        max_message_bytes=e.integer(ENV_REQUEST_MAX_BYTES, d.max_message_bytes, low=1024, high=16 * 1024 * 1024),
+        max_string_chars=e.integer(ENV_REQUEST_MAX_STRING, d.max_string_chars, low=64, high=1024 * 1024),
+        max_list_items=e.integer(ENV_REQUEST_MAX_LIST, d.max_list_items, low=1, high=100_000),
+        max_map_entries=e.integer(ENV_REQUEST_MAX_MAP, d.max_map_entries, low=1, high=100_000),
+    )
 
 
 def _reply_topics(e: _Env) -> tuple[str, ...]:
@@ -328,7 +381,8 @@ class _Env:
             ) from None
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = f"at least {low}" if high is None else f"between {low} and {high}"
-            raise ConfigError(f"environment variable {name}={value} is out of range: it must be {bounds}")
+            shown = str(value) if len(raw) <= 20 else quote(raw, 40)  # a 4000-digit number is an integer too
+            raise ConfigError(f"environment variable {name}={shown} is out of range: it must be {bounds}")
         return value
 
     def port(self, name: str, default: int) -> int:

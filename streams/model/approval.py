@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from streams.errors import quote
 from streams.model.fields import _require_mapping, _str, parse_timestamp
 from streams.model.glob import glob_match  # re-exported: streams.model.glob_match
 
@@ -55,10 +56,10 @@ class Approval:
     def from_dict(cls, d: Mapping[str, Any]) -> Approval:
         d = _require_mapping(d, "approval")
         aid = _str(d.get("approval_id"), "approval.approval_id")
-        what = f"approval {aid}"
+        what = f"approval {quote(aid, 80)}"
         revoked = d.get("revoked", False)
         if not isinstance(revoked, bool):
-            raise ValueError(f"{what}: revoked must be true or false, got {revoked!r}")
+            raise ValueError(f"{what}: revoked must be true or false, got {quote(revoked, 60)}")
         return cls(
             approval_id=aid,
             identity_id=_str(d.get("identity_id"), f"{what}: identity_id"),

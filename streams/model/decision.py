@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from streams.errors import quote
 from streams.model.fields import _opt_str, _req, _require_mapping, _str_list, _str_map, parse_timestamp
 
 DECISIONS = ("allow", "deny", "step_up")
@@ -29,6 +30,8 @@ class ReasonCode(StrEnum):
     DEADLINE_EXPIRED = "deadline_expired"
     PDP_TIMEOUT = "pdp_timeout"
     INVALID_REPLY_ROUTE = "invalid_reply_route"
+    #: the request exceeds a size limit (Settings.request_limits; see streams.contracts.limits)
+    REQUEST_TOO_LARGE = "request_too_large"
 
 
 @dataclass(slots=True, frozen=True)
@@ -119,7 +122,7 @@ class Decision:
         d = _require_mapping(d, "decision")
         outcome = _req(d, "decision", "decision")
         if outcome not in DECISIONS:
-            raise ValueError(f"decision.decision: {outcome!r} is not one of {', '.join(DECISIONS)}")
+            raise ValueError(f"decision.decision: {quote(outcome, 60)} is not one of {', '.join(DECISIONS)}")
         return cls(
             request_id=str(_req(d, "request_id", "decision")),
             decision=outcome,

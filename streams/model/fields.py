@@ -85,7 +85,7 @@ def _str_map(value: Any, what: str) -> dict[str, str]:
         elif isinstance(v, (int, float)):
             v = str(v)
         if not isinstance(v, str):
-            raise ValueError(f"{what}.{k}: expected a string value, got {quote(v)}")
+            raise ValueError(f"{what}[{quote(k, 60)}]: expected a string value, got {quote(v)}")
         out[k] = v
     return out
 

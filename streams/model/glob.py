@@ -29,7 +29,8 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable, Iterable, Iterator
-from functools import lru_cache
+
+from streams.model.cache import TextCache
 
 # Characters RE2 (and Python's re) treat specially outside a class; escaping only these keeps other text as is.
 _RE2_SPECIAL = frozenset("\\.+*?()|[]{}^$")
@@ -40,9 +41,23 @@ def has_wildcards(pattern: str) -> bool:
     return "*" in pattern or "?" in pattern or "[" in pattern
 
 
-@lru_cache(maxsize=4096)
+#: Longest pattern whose regex is cached. Patterns come from policies (compiled once, into the bundle's
+#: predicates) and approvals (matched per request), written by people, and are a few dozen characters; a longer
+#: one is compiled again on each use rather than held here (Python's ``re`` module keeps its own 512 most
+#: recent regexes, whatever their size).
+MAX_CACHED_PATTERN_CHARS = 1024
+#: Compiled regexes by pattern. Bound: 4096 entries and 4 MiB accounted, counting each regex as 512 + 12 bytes
+#: per pattern character (tracemalloc: ~430 bytes for ``db:abc*``, ~10.5 bytes per character of long ones).
+_REGEX_CACHE: TextCache[re.Pattern[str]] = TextCache(
+    max_entries=4096, max_key_chars=MAX_CACHED_PATTERN_CHARS, max_bytes=4 * 1024 * 1024
+)
+
+
 def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(fnmatch.translate(pattern))
+    rx = _REGEX_CACHE.get(pattern)
+    if rx is None:
+        rx = _REGEX_CACHE.put(pattern, re.compile(fnmatch.translate(pattern)), 512 + 12 * len(pattern))
+    return rx
 
 
 def glob_match(pattern: str, value: str) -> bool:

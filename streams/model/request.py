@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from streams.errors import quote
 from streams.model.fields import (
     _opt_str,
     _req,
@@ -19,6 +20,13 @@ from streams.model.fields import (
 )
 
 SENSITIVITIES = ("public", "internal", "confidential", "restricted")
+#: Range of an Avro ``int`` (reply_partition).
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def _int_text(n: int) -> str:
+    """``n`` for an error message; a huge one by its size (``str()`` of a 5000-digit int raises ValueError)."""
+    return str(n) if n.bit_length() <= 64 else f"an integer of {n.bit_length()} bits"
 
 
 @dataclass(slots=True)
@@ -51,7 +59,7 @@ class Resource:
             raise ValueError("resource: id and type must be strings")
         sens = _opt_str(d, "sensitivity", "resource")
         if sens is not None and sens not in SENSITIVITIES:
-            raise ValueError(f"resource.sensitivity: {sens!r} is not one of {', '.join(SENSITIVITIES)}")
+            raise ValueError(f"resource.sensitivity: {quote(sens, 60)} is not one of {', '.join(SENSITIVITIES)}")
         return cls(
             id=rid,
             type=rtype,
@@ -91,7 +99,7 @@ class RequestContext:
         d = _require_mapping(d, "context")
         ttl = d.get("requested_ttl_s")
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int)):
-            raise ValueError(f"context.requested_ttl_s: expected an integer number of seconds, got {ttl!r}")
+            raise ValueError(f"context.requested_ttl_s: expected an integer number of seconds, got {quote(ttl, 60)}")
         return cls(
             source_ip=_opt_str(d, "source_ip", "context"),
             token_issued_at=optional_timestamp(d.get("token_issued_at"), "context.token_issued_at"),
@@ -136,13 +144,18 @@ class AccessRequest:
 
         Why a second constructor: the schema already guarantees every type (strings are str, timestamps
         aware UTC datetimes, maps of strings), so only what Avro cannot express is checked here — the
-        sensitivity vocabulary and a non-empty request id. ``from_dict`` re-checked every type and cost more
-        than evaluating the request. Raises ValueError like ``from_dict``.
+        sensitivity vocabulary and a non-empty request id — plus the one thing the decoder does not enforce:
+        fastavro reads an Avro ``int`` as any 64-bit varint, so ``reply_partition`` may arrive outside the
+        32-bit range (and then could not be encoded again, e.g. into an audit record). ``from_dict``
+        re-checked every type and cost more than evaluating the request. Raises ValueError like ``from_dict``.
         """
         r = d["resource"]
         sens = r["sensitivity"]
         if sens is not None and sens not in SENSITIVITIES:
             raise ValueError(f"resource.sensitivity: {str(sens)[:60]!r} is not one of {', '.join(SENSITIVITIES)}")
+        part = d["reply_partition"]
+        if not INT32_MIN <= part <= INT32_MAX:
+            raise ValueError(f"request.reply_partition: {_int_text(part)} is outside the range of an Avro int")
         c = d["context"]
         return cls(
             d["request_id"] or uuid.uuid4().hex,
@@ -161,7 +174,7 @@ class AccessRequest:
             ),
             d["on_behalf_of"],
             d["reply_to"],
-            d["reply_partition"],
+            part,
             d["deadline"],
         )
 
@@ -175,7 +188,9 @@ class AccessRequest:
             raise ValueError("request: action and identity_id must be strings")
         part = d.get("reply_partition", 0)
         if isinstance(part, bool) or not isinstance(part, int):
-            raise ValueError(f"request.reply_partition: expected an integer, got {part!r}")
+            raise ValueError(f"request.reply_partition: expected an integer, got {quote(part, 60)}")
+        if not INT32_MIN <= part <= INT32_MAX:
+            raise ValueError(f"request.reply_partition: {_int_text(part)} is outside the range of an Avro int")
         return cls(
             request_id=str(rid),
             occurred_at=parse_timestamp(_req(d, "occurred_at", "request"), "request.occurred_at"),

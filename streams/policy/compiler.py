@@ -21,6 +21,7 @@ Semantics of a missing attribute (value null / absent): every operator is false 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from streams.model import MonitorOutcome, Reason, iso_utc
+from streams.model.cache import ENTRY_BYTES, key_bytes
 from streams.model.durations import parse_duration_s
 from streams.model.glob import glob_predicate, has_wildcards
 from streams.policy.codegen import generate_decider, generate_rule_function, generate_watcher, rule_expression
@@ -209,6 +211,8 @@ def compile_cond(node: Any, tz: ZoneInfo, schedules: dict[str, Schedule]) -> Con
 
 # ---- obligations ------------------------------------------------------------------------------------------
 
+#: Formatted expiries by epoch second. Keys are ints, not text: ``now`` plus at most a rule's max_ttl, so a
+#: request cannot choose them. Bound: 8192 entries × (int 28-32 + 20-char str 69 + slot 48 bytes) < 1.2 MiB.
 _ISO_CACHE: dict[int, str] = {}
 
 
@@ -419,10 +423,31 @@ class Candidates:
 EMPTY_TIERS = Candidates((), (), (), (), None, None)  # identity-compared by the evaluator: no rule can apply
 
 
+def _candidates_bytes(c: Candidates) -> int:
+    """What one cached Candidates holds of its own (the rules and generated functions are the bundle's)."""
+    if c is EMPTY_TIERS:
+        return 0
+    tiers = (c.deny, c.step, c.allow, c.monitor)
+    return sys.getsizeof(c) + sum(sys.getsizeof(t) + _PAIR_BYTES * len(t) for t in tiers)
+
+
+_PAIR_BYTES = sys.getsizeof((None, None))
+_INNER_DICT_BYTES = sys.getsizeof({"": None})
+
+
 class CompiledBundle:
     """A policy set ready to evaluate. Immutable after construction except for its candidate caches."""
 
+    #: The candidate cache (action -> resource type -> Candidates) is keyed by two strings from the wire, so
+    #: it is bounded three ways: at most CACHE_MAX entries; neither key longer than CACHE_KEY_CHARS (a longer
+    #: action or type is looked up each time, never stored: real ones are a few dozen characters); and at most
+    #: CACHE_MAX_BYTES accounted — each key's bytes (sys.getsizeof), each per-action dict, each entry's own
+    #: Candidates (see _candidates_bytes) and a dict slot. Worst case: 16 MiB, whatever the requests hold (a
+    #: flood of the longest, widest distinct keys empties it after ~6k entries); an ordinary workload of a
+    #: few hundred (action, type) pairs takes well under 1 MiB.
     CACHE_MAX = 65536
+    CACHE_KEY_CHARS = 256
+    CACHE_MAX_BYTES = 16 * 1024 * 1024
 
     def __init__(self, content: dict[str, Any], version: str) -> None:
         self.version = version
@@ -445,8 +470,10 @@ class CompiledBundle:
                 self._glob_ns.setdefault(r.action_ns, []).append(r)
             else:
                 self._glob_any.append(r)
-        self._cache: dict[str, dict[str, Candidates]] = {}  # action -> resource type -> candidates
-        self._cached = 0
+        # action -> resource type -> candidates; read directly by evaluator.evaluate (a hit is two dict gets)
+        self._cache: dict[str, dict[str, Candidates]] = {}
+        self._cached = 0  # entries (action, type) held
+        self._cache_bytes = 0  # accounted bytes held (see CACHE_MAX_BYTES)
         # generated functions per distinct candidate rule set: bounded by the policy's structure (unknown
         # resource types, or actions that hit the same glob rules, share one), not by what requests contain
         self._deciders: dict[tuple[int, ...], tuple[Any, Any]] = {}
@@ -497,12 +524,29 @@ class CompiledBundle:
                     generate_watcher([r for _f, r in mon]) if mon else None,
                 )
             result = Candidates(tuple(deny), tuple(step), tuple(allow), tuple(mon), fns[0], fns[1])
-        if self._cached >= self.CACHE_MAX:
+        self._remember(action, rtype, result)
+        return result
+
+    def _remember(self, action: str, rtype: str, result: Candidates) -> None:
+        """Cache ``result`` for (action, rtype) within the bounds of CACHE_MAX, CACHE_KEY_CHARS and
+        CACHE_MAX_BYTES; emptied first when it would not fit (a flood of distinct keys misses anyway)."""
+        if len(action) > self.CACHE_KEY_CHARS or len(rtype) > self.CACHE_KEY_CHARS:
+            return
+        by_type = self._cache.get(action)
+        entry = key_bytes(rtype) + ENTRY_BYTES + _candidates_bytes(result)
+        new_action = key_bytes(action) + ENTRY_BYTES + _INNER_DICT_BYTES
+        cost = entry if by_type is not None else entry + new_action
+        if self._cached >= self.CACHE_MAX or self._cache_bytes + cost > self.CACHE_MAX_BYTES:
             self._cache.clear()
             self._cached = 0
-        self._cache.setdefault(action, {})[rtype] = result
+            self._cache_bytes = 0
+            by_type = None
+            cost = entry + new_action
+        if by_type is None:
+            by_type = self._cache[action] = {}
+        by_type[rtype] = result
         self._cached += 1
-        return result
+        self._cache_bytes += cost
 
 
 def compile_content(content: dict[str, Any], version: str) -> CompiledBundle:

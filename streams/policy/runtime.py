@@ -18,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from streams.model import AccessRequest, Approval, Identity, parse_timestamp
+from streams.model.cache import TextCache
 from streams.policy.language import WEEKDAYS, minutes_of_day
 
 # One request's evaluation environment is a plain list (built by a list display, far cheaper than an object):
@@ -38,6 +39,8 @@ def new_env(req: AccessRequest, ident: Identity, approvals: Sequence[Approval], 
 
 
 def _cache(env: Env) -> dict[Any, Any]:
+    """The request's own cache of derived attributes. Bounded by the policy, not by the request: its keys are
+    the fixed names below, the rules' time zones and the bundle's schedules, and it lives for one request."""
     c = env[CACHE]
     if c is None:
         c = env[CACHE] = {}
@@ -191,10 +194,18 @@ def make_getter(path: str, tz: ZoneInfo) -> Getter:
 
 # ---- CIDR -------------------------------------------------------------------------------------------------
 
-_IP_CACHE: dict[str, tuple[int, int] | None] = {}
 #: Longest text parsed as an address (an IPv6 address with an IPv4 tail and a zone id fits). Longer input
-#: from the wire is malformed without parsing it, and never cached: the cache stays under ~64k × 64 bytes.
+#: from the wire is malformed without parsing it, and never cached.
 MAX_IP_CHARS = 64
+#: What a cached parse holds besides its key: a (version, int) tuple, the int up to 128 bits (None is shared).
+_IP_VALUE_BYTES = 100
+#: Parsed addresses by text (``context.source_ip`` comes from the wire). Bound: 65536 entries and 16 MiB
+#: accounted — keys of at most 64 characters (≤ 332 bytes each, ~57 for an IPv4 address), 100 bytes of value
+#: and a dict slot each, so a full cache of ordinary IPv4 addresses (~13 MiB) fits and a flood of the longest,
+#: widest keys empties it after ~35k entries instead of holding 65536 × 480 bytes.
+_IP_CACHE: TextCache[tuple[int, int] | None] = TextCache(
+    max_entries=65536, max_key_chars=MAX_IP_CHARS, max_bytes=16 * 1024 * 1024
+)
 
 
 def _parse_ip(text: str | None) -> tuple[int, int] | None:
@@ -208,9 +219,7 @@ def _parse_ip(text: str | None) -> tuple[int, int] | None:
             ip = (addr.version, int(addr))
         except ValueError:
             ip = None  # not an address: every CIDR test is false (fail closed with `not:`)
-        if len(_IP_CACHE) > 65536:
-            _IP_CACHE.clear()
-        _IP_CACHE[text] = ip
+        _IP_CACHE.put(text, ip, _IP_VALUE_BYTES)
     return ip  # type: ignore[no-any-return]
 
 

@@ -48,3 +48,45 @@ def test_bad_values_are_config_errors_naming_the_variable(env: dict[str, str], m
         config.Settings.from_env(env)
     assert isinstance(err.value, UserError)  # the CLI prints it as one line
     assert len(str(err.value)) < 200  # quotes a short prefix of a huge value, never all of it
+
+
+def test_request_limits_default_to_safe_sizes() -> None:
+    limits = config.Settings.from_env({}).request_limits
+    assert limits == config.RequestLimits() == config.DEFAULT_REQUEST_LIMITS
+    assert (limits.max_message_bytes, limits.max_string_chars) == (65536, 4096)
+    assert (limits.max_list_items, limits.max_map_entries) == (64, 64)
+
+
+def test_request_limits_come_from_the_environment_and_survive_replace() -> None:
+    cfg = config.Settings.from_env(
+        {
+            config.ENV_REQUEST_MAX_BYTES: "1048576",
+            config.ENV_REQUEST_MAX_STRING: " 1024 ",
+            config.ENV_REQUEST_MAX_LIST: "8",
+            config.ENV_REQUEST_MAX_MAP: "32",
+        }
+    )
+    assert cfg.request_limits == config.RequestLimits(1048576, 1024, 8, 32)
+    assert cfg.replace(worker_id="w2").request_limits == cfg.request_limits
+    tighter = config.RequestLimits(max_message_bytes=4096)
+    assert cfg.replace(request_limits=tighter).request_limits.max_message_bytes == 4096
+    with pytest.raises(AttributeError):
+        cfg.request_limits.max_list_items = 1  # type: ignore[misc]  # frozen, like Settings
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({config.ENV_REQUEST_MAX_BYTES: "100"}, "PDX_REQUEST_MAX_BYTES=100 is out of range: it must be between 1024"),
+        ({config.ENV_REQUEST_MAX_BYTES: "64k"}, "PDX_REQUEST_MAX_BYTES='64k' is not an integer"),
+        ({config.ENV_REQUEST_MAX_STRING: "0"}, "PDX_REQUEST_MAX_STRING=0 is out of range"),
+        ({config.ENV_REQUEST_MAX_STRING: "9" * 4000}, r"PDX_REQUEST_MAX_STRING='9999.*chars\) is out of range"),
+        ({config.ENV_REQUEST_MAX_LIST: "-1"}, "PDX_REQUEST_MAX_LIST=-1 is out of range"),
+        ({config.ENV_REQUEST_MAX_MAP: "lots"}, "PDX_REQUEST_MAX_MAP='lots' is not an integer"),
+        ({config.ENV_REQUEST_MAX_MAP: "x" * 5000}, "PDX_REQUEST_MAX_MAP=.* is not an integer"),
+    ],
+)
+def test_bad_request_limits_are_config_errors_naming_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        config.Settings.from_env(env)
+    assert len(str(err.value)) < 200

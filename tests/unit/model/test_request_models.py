@@ -91,3 +91,57 @@ def test_extreme_and_huge_timestamps_are_short_value_errors() -> None:
     with _pytest.raises(ValueError) as err:
         parse_timestamp("x" * 1_000_000, "request.occurred_at")
     assert len(str(err.value)) < 400
+
+
+def _with_reply_partition(partition: int) -> bytes:
+    """An AccessRequest whose reply_partition varint holds ``partition``, even outside an Avro int's range (no
+    encoder writes that, but the decoder reads it)."""
+    from streams.contracts import wire
+
+    d = {"request_id": "r", "occurred_at": NOW, "identity_id": "a", "action": "x:y",
+         "resource": {"id": "r", "type": "t"}, "context": {}, "reply_to": "pdx.decisions", "reply_partition": 0}
+    raw = wire.encode("AccessRequest", d)
+    assert raw.endswith(b"\x00\x00")  # reply_partition 0, deadline null
+    z = (partition << 1) ^ (partition >> 63)
+    varint = bytearray()
+    while z & ~0x7F:
+        varint.append((z & 0x7F) | 0x80)
+        z >>= 7
+    varint.append(z)
+    return raw[:-2] + bytes(varint) + b"\x00"
+
+
+@pytest.mark.parametrize("partition", [2**31, -(2**31) - 1, 2**40, -(2**62)])
+def test_from_avro_rejects_a_reply_partition_outside_the_avro_int_range(partition: int) -> None:
+    from streams.contracts import wire
+    from streams.model import AccessRequest
+
+    decoded = wire.decode_as("AccessRequest", _with_reply_partition(partition))
+    assert decoded["reply_partition"] == partition  # the decoder does not check an int's range
+    with pytest.raises(ValueError, match=r"reply_partition: .* is outside the range of an Avro int"):
+        AccessRequest.from_avro(decoded)
+    with pytest.raises(ValueError, match="outside the range of an Avro int"):
+        AccessRequest.from_dict(decoded)
+    edge = wire.decode_as("AccessRequest", _with_reply_partition(2**31 - 1))
+    assert AccessRequest.from_avro(edge).reply_partition == 2**31 - 1
+
+
+def test_model_errors_quote_huge_values_briefly() -> None:
+    from streams.model import Approval, Decision, Resource
+
+    huge = "x" * 1_000_000
+    base = {"occurred_at": NOW, "identity_id": "a", "action": "x:y", "resource": {"id": "r", "type": "t"}}
+    attempts = [
+        lambda: AccessRequest.from_dict({**base, "resource": {"id": "r", "type": "t", "sensitivity": huge}}),
+        lambda: AccessRequest.from_dict({**base, "context": {"requested_ttl_s": huge}}),
+        lambda: AccessRequest.from_dict({**base, "reply_partition": huge}),
+        lambda: AccessRequest.from_dict({**base, "reply_partition": 10**5000}),
+        lambda: Resource.from_dict({"id": "r", "type": "t", "attributes": {huge: [1]}}),
+        lambda: Decision.from_dict({"request_id": "r", "decision": huge, "evaluated_at": NOW}),
+        lambda: Approval.from_dict({"approval_id": huge, "revoked": huge}),
+    ]
+    for attempt in attempts:
+        with pytest.raises(ValueError) as err:
+            attempt()
+        assert len(str(err.value)) < 300, str(err.value)[:300]
+        assert "Exceeds the limit" not in str(err.value)  # our message, not int-to-str's
