@@ -23,7 +23,10 @@ def quote(value: object, limit: int = MAX_QUOTED_CHARS) -> str:
     its repr is built: quoting a 1 MB value costs no more than quoting a short one)."""
     if isinstance(value, str) and len(value) > limit:
         return f"{value[:limit]!r}... ({len(value)} chars)"
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # e.g. an int of more than 4300 digits
+        return f"<{type(value).__name__} too large to show>"
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... ({len(text)} chars)"

@@ -228,7 +228,8 @@ async def run_request_loop(cfg: Settings, state: WorkerState, assigned: asyncio.
             )
         cluster = producer.client.cluster
         routes = ReplyRoutes(cfg, cluster, request_lookup=lambda topic: producer.client.add_topic(topic))
-        decider = Decider(state, cfg.worker_id, routes, audit_on_request_partition=same)
+        decider = Decider(state, cfg.worker_id, routes, audit_on_request_partition=same,
+                          request_limits=cfg.request_limits)
         loop = RequestLoop(decider, KafkaBatchProducer(producer))
         busy = asyncio.Lock()
         rebalance = _Rebalance(cfg, consumer, loop, commits, busy, assigned, same)

@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from streams import config
-from streams.contracts import wire
+from streams.config import DEFAULT_REQUEST_LIMITS, RequestLimits
+from streams.contracts import limits, wire
 from streams.contracts.dlq import dead_letter_headers
 from streams.model import AccessRequest, Decision, ReasonCode
 from streams.policy import evaluate
@@ -78,6 +79,7 @@ class Decider:
         clock: Callable[[], datetime] = _now,
         audit_on_request_partition: bool = False,
         recorded: RecordedDecisions | None = None,
+        request_limits: RequestLimits = DEFAULT_REQUEST_LIMITS,
     ) -> None:
         self.state = state
         self.worker_id = worker_id
@@ -88,9 +90,20 @@ class Decider:
         self.audit_on_request_partition = audit_on_request_partition
         #: decisions already recorded in pdx.audit for redelivered requests (streams/worker/recorded.py)
         self.recorded = recorded if recorded is not None else RecordedDecisions()
+        #: past these a request is denied request_too_large and audited as a shrunk copy
+        self.limits = request_limits
 
     def decide_batch(self, msgs: Sequence[Incoming]) -> list[Planned]:
-        return [self.decide(m) for m in msgs]
+        return [self._decide_guarded(m) for m in msgs]
+
+    def _decide_guarded(self, msg: Incoming) -> Planned:
+        """``decide``, and if a bug makes it raise anyway: no reply (the caller's deadline denies), the request
+        dead-lettered with the error, and the worker goes on with the rest of the fetch."""
+        try:
+            return self.decide(msg)
+        except Exception as exc:  # one request must never stop the worker
+            log.exception("deciding %s[%s]@%s failed", msg.topic, msg.partition, msg.offset)
+            return Planned(None, dead_letter=self._dead_letter(msg, f"internal error: {type(exc).__name__}: {exc}"))
 
     def decide(self, msg: Incoming) -> Planned:
         """Decide one request; never raises for bad input (it becomes a deny and/or a DLQ entry)."""
@@ -100,6 +113,9 @@ class Decider:
             request_dict = wire.decode_as("AccessRequest", raw)
         except wire.WireError as exc:
             return Planned(None, dead_letter=self._dead_letter(msg, str(exc)))
+        too_large = limits.exceeded(len(raw), request_dict, self.limits)
+        if too_large is not None:  # from here on only a small copy exists: the deny and its audit stay small
+            request_dict = limits.shrink(request_dict, self.limits)
         rid = str(request_dict.get("request_id") or "")
         reply_to = request_dict.get("reply_to") or ""
         reply_partition = request_dict.get("reply_partition")
@@ -112,13 +128,16 @@ class Decider:
             return Planned(rid, reply=Out(reply_to, key, recorded, reply_partition, [("correlation_id", key)]))
         request: AccessRequest | None = None
         invalid = ""
-        try:
-            request = AccessRequest.from_avro(request_dict)
-        except (ValueError, TypeError, KeyError) as exc:
-            invalid = str(exc)
+        if too_large is None:
+            try:
+                request = AccessRequest.from_avro(request_dict)
+            except (ValueError, TypeError, KeyError) as exc:
+                invalid = str(exc)
         identity = None
         if route_problem is not None:
             decision = self._fail_closed(rid, ReasonCode.INVALID_REPLY_ROUTE, f"invalid reply route: {route_problem}")
+        elif too_large is not None:
+            decision = self._fail_closed(rid, ReasonCode.REQUEST_TOO_LARGE, f"request too large: {too_large}")
         elif request is None:
             decision = self._fail_closed(rid, ReasonCode.INVALID_REQUEST, f"invalid request: {invalid}")
         else:
@@ -135,19 +154,21 @@ class Decider:
                 decision.worker_id = self.worker_id
         decision_msg = wire.encode("Decision", decision.to_dict(), trusted=True)
         planned = Planned(rid)
-        planned.audit = self._audit(msg, request_dict, decision, decision_msg, identity, received_at)
+        raw_request = None if too_large is not None else msg.value
+        planned.audit = self._audit(msg, raw_request, request_dict, decision, decision_msg, identity, received_at)
         if route_problem is None:
             key = rid.encode()
             planned.reply = Out(reply_to, key, decision_msg, reply_partition, [("correlation_id", key)])
         if route_problem is not None:
             planned.dead_letter = self._dead_letter(msg, f"invalid reply route: {route_problem}")
-        elif request is None:
+        elif request is None and too_large is None:
             planned.dead_letter = self._dead_letter(msg, f"invalid AccessRequest: {invalid}")
         return planned
 
     def _audit(
         self,
         msg: Incoming,
+        raw_request: bytes | None,
         request_dict: dict[str, Any],
         decision: Decision,
         decision_msg: bytes,
@@ -156,8 +177,8 @@ class Decider:
     ) -> Out:
         decided_at = self.clock()
         identity_msg = self.state.identity_messages.get(str(request_dict["identity_id"])) if identity else None
-        audit = wire.splice_audit_record(
-            msg.value,
+        audit = None if raw_request is None else wire.splice_audit_record(
+            raw_request,
             identity_msg,
             decision_msg,
             received_at=received_at,
@@ -167,23 +188,38 @@ class Decider:
             source_offset=msg.offset,
             worker_id=self.worker_id,
         )
-        if audit is None:  # a part came in another schema version: encode the record the ordinary way
-            audit = wire.encode(
-                "AuditRecord",
-                {
-                    "request": request_dict,
-                    "identity": identity.to_dict() if identity is not None else None,
-                    "decision": decision.to_dict(),
-                    "received_at": received_at,
-                    "decided_at": decided_at,
-                    "source_topic": msg.topic,
-                    "source_partition": msg.partition,
-                    "source_offset": msg.offset,
-                    "worker_id": self.worker_id,
-                },
-            )
+        if audit is None:  # a shrunk request, or a part in another schema version: encode the ordinary way
+            audit = self._encode_audit(request_dict, decision, identity, received_at, decided_at, msg)
         partition = msg.partition if self.audit_on_request_partition else None
         return Out(config.TOPIC_AUDIT, str(request_dict.get("request_id") or "").encode(), audit, partition)
+
+    def _encode_audit(
+        self,
+        request_dict: dict[str, Any],
+        decision: Decision,
+        identity: Any,
+        received_at: datetime,
+        decided_at: datetime,
+        msg: Incoming,
+    ) -> bytes:
+        """The AuditRecord encoded from its parts. A decoded request can still hold values its schema cannot
+        re-encode (Avro ints are not range-checked on decode); then the shrunk copy, which clamps them, is
+        audited instead: an audit record is always written."""
+        record = {
+            "request": request_dict,
+            "identity": identity.to_dict() if identity is not None else None,
+            "decision": decision.to_dict(),
+            "received_at": received_at,
+            "decided_at": decided_at,
+            "source_topic": msg.topic,
+            "source_partition": msg.partition,
+            "source_offset": msg.offset,
+            "worker_id": self.worker_id,
+        }
+        try:
+            return wire.encode("AuditRecord", record)
+        except (ValueError, TypeError, OverflowError):
+            return wire.encode("AuditRecord", {**record, "request": limits.shrink(request_dict, self.limits)})
 
     def _fail_closed(self, request_id: str, code: str, message: str) -> Decision:
         return Decision.fail_closed(

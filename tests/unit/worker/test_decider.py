@@ -222,3 +222,62 @@ def test_reply_topic_lookups_are_bounded() -> None:
         assert routes(f"pdx.replies.svc-{i}", 0) is not None  # asked once per topic
     assert asked == ["pdx.replies.svc-0", "pdx.replies.svc-1", "pdx.replies.svc-2"]
     assert "..." in str(routes("x" * 5000, 0)) and len(str(routes("x" * 5000, 0))) < 400
+
+
+async def test_an_oversized_request_is_a_small_audited_deny_never_an_allow(loaded_state: WorkerState) -> None:
+    """The issue's finding: a valid request with a 1,000,000-byte attribute was allowed and never audited."""
+    big = Resource(id="feature-flags", type="config", environment="production", sensitivity="internal",
+                   attributes={"blob": "x" * 1_000_000})
+    out = await decide(loaded_state, encoded(request_id="big-1", resource=big))
+    assert reason(out) == ("deny", "request_too_large")
+    [reply] = out.on(config.TOPIC_DECISIONS)
+    [audit] = out.on(config.TOPIC_AUDIT)
+    assert len(reply.value) < 2_000 and len(audit.value) < 16_384
+    record = wire.decode_as("AuditRecord", audit.value)
+    assert record["request"]["request_id"] == "big-1"
+    assert record["request"]["context"]["attributes"]["pdx.truncated"] == "true"
+    assert record["decision"]["reasons"][0]["code"] == "request_too_large"
+    assert record["decision"]["reasons"][0]["message"] == "request too large: request is 1000143 bytes (limit 65536)"
+
+
+async def test_request_limits_come_from_the_settings(loaded_state: WorkerState) -> None:
+    many = Resource(id="feature-flags", type="config", attributes={f"k{i}": "v" for i in range(5)})
+    limits = config.RequestLimits(max_map_entries=4)
+    producer = FakeProducer()
+    routes = ReplyRoutes(config.Settings.from_env({}), FakeMetadata())
+    loop = RequestLoop(Decider(loaded_state, "w-test", routes, request_limits=limits), producer)
+    await loop.process([incoming(encoded(resource=many))])
+    assert reason(producer) == ("deny", "request_too_large")
+
+
+async def test_a_bug_while_deciding_one_request_dead_letters_it_and_the_rest_are_decided(
+    loaded_state: WorkerState,
+) -> None:
+    class Exploding(dict):  # type: ignore[type-arg]
+        def get(self, key: Any, default: Any = None) -> Any:
+            if key == "agent-intern":
+                raise RuntimeError("boom")
+            return super().get(key, default)
+
+    loaded_state.identities = Exploding(loaded_state.identities)
+    out = await decide(loaded_state, encoded(request_id="a", identity="agent-intern"), encoded(request_id="b"))
+    assert [r.key for r in out.on(config.TOPIC_DECISIONS)] == [b"b"]
+    [dlq] = out.on(config.TOPIC_DLQ)
+    assert dict(dlq.headers)["error"].startswith(b"internal error: RuntimeError: boom")
+
+
+async def test_an_int_the_schema_cannot_re_encode_is_still_audited(loaded_state: WorkerState) -> None:
+    """Avro ints are not range-checked on decode: a reply_partition of 2**48 is refused as a route, audited,
+    and stops nothing."""
+    raw = encoded(reply_partition=0, deadline=None)
+    hostile = raw[:-2] + b"\x80" * 7 + b"\x01\x00"
+    request_dict = wire.decode_as("AccessRequest", hostile)
+    assert request_dict["reply_partition"] == 2**48
+    out = await decide(loaded_state, hostile)
+    assert audited_reason(out) == ("deny", "invalid_reply_route")
+    assert out.on(config.TOPIC_DECISIONS) == []
+    # when the audit record has to be encoded from its parts (no splice), the shrunk copy is audited instead
+    decider = Decider(loaded_state, "w-test", ReplyRoutes(config.Settings.from_env({}), FakeMetadata()))
+    deny = decider._fail_closed("req-1", "invalid_reply_route", "x")
+    audit = decider._encode_audit(request_dict, deny, None, datetime.now(UTC), datetime.now(UTC), incoming(hostile))
+    assert wire.decode_as("AuditRecord", audit)["request"]["request_id"] == "req-1"
