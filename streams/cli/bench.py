@@ -1,4 +1,4 @@
-"""`pdx bench engine | e2e | drain | floor | memory | propagation | audit`: benchmarks that print JSON on stdout.
+"""`pdx bench engine | e2e | drain | floor | delivery | memory | propagation | audit | faults`: JSON benchmarks.
 
 Only the command line lives here; the measurements are functions in :mod:`streams.bench` returning dicts,
 imported when a command runs so `pdx --help` stays fast. Progress goes to stderr.
@@ -132,6 +132,48 @@ def _add_stream(bench: Any) -> None:
     p.set_defaults(func=cmd_propagation)
 
 
+def cmd_faults(args: argparse.Namespace) -> int:
+    from streams.bench.faults import Options, run_faults
+
+    opts = Options(rate=args.rate, kills=args.kills, outage_s=args.outage_s, timeout_s=args.timeout,
+                   malformed=args.malformed)
+    return _print_json(run_faults(args.only, opts), args.json)
+
+
+def cmd_delivery(args: argparse.Namespace) -> int:
+    from streams.bench.delivery import run_delivery
+
+    return _print_json(run_delivery(args.requests, args.rate, args.duration), args.json)
+
+
+def _add_delivery(bench: Any) -> None:
+    p = bench.add_parser("delivery", help="audit-before-reply vs one Kafka transaction per fetch: drain rate and "
+                         "latency of a bare relay for each (JSON)")
+    p.add_argument("--requests", type=_positive, default=20_000, help="queued requests relayed (default: %(default)s)")
+    p.add_argument("--rate", type=float, default=500.0, help="open-loop rate for latency (default: %(default)s)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds of open-loop load (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="one line of JSON on stdout")
+    p.set_defaults(func=cmd_delivery)
+
+
+def _add_faults(bench: Any) -> None:
+    p = bench.add_parser("faults", help="under load: kill workers, the sink, restart Kafka, ClickHouse outage, "
+                         "malformed requests; takeover time, timeouts, conflicts, duplicates, lost audit rows")
+    p.add_argument("--only", action="append", metavar="NAME",  # checked by run_faults (keeps --help fast)
+                   help="run only this scenario (repeatable): worker_kill, sink_kill, broker_restart, "
+                   "clickhouse_outage, malformed")
+    p.add_argument("--rate", type=float, default=300.0, help="offered requests per second (default: %(default)s)")
+    p.add_argument("--kills", type=_positive, default=5, help="worker_kill: workers killed (default: %(default)s)")
+    p.add_argument("--outage-s", type=float, default=60.0,
+                   help="clickhouse_outage: seconds ClickHouse is down (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=5.0,
+                   help="the callers' timeout: later replies are pdp_timeouts (default: %(default)s)")
+    p.add_argument("--malformed", type=_positive, default=20_000,
+                   help="malformed: malformed requests sent (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="one line of JSON on stdout")
+    p.set_defaults(func=cmd_faults)
+
+
 def _add_audit(bench: Any) -> None:
     p = bench.add_parser("audit", help="audit sink throughput and investigation query latency (JSON)")
     p.set_defaults(func=cmd_audit)
@@ -153,3 +195,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _add_engine(bench)
     _add_stream(bench)
     _add_audit(bench)
+    _add_faults(bench)
+    _add_delivery(bench)

@@ -134,6 +134,24 @@ def stop(pid_file: Path, timeout: float = 20.0) -> bool:
     return True
 
 
+def kill_now(pid_file: Path) -> int | None:
+    """SIGKILL the process group in pid_file at once (a crash, for fault benchmarks: no cleanup, no LeaveGroup),
+    wait until it is gone and remove the pid file. Returns the pid killed, None if nothing was running."""
+    pid = read_pid(pid_file)
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    for _ in range(100):
+        _reap(pid)
+        if not pid_alive(pid):
+            break
+        time.sleep(0.05)
+    pid_file.unlink(missing_ok=True)
+    return pid
+
+
 def _reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)

@@ -143,6 +143,16 @@ class DevStack:
                 stopped.append(name)
         return stopped
 
+    def stop_service(self, name: str) -> bool:
+        """Stop only the named service's process (SIGTERM, SIGKILL after the timeout), leaving the pdx workers and
+        sinks running and the data dir as it is (fault benchmarks: a broker restart, a ClickHouse outage).
+        True if it was running."""
+        return procs.stop(self.pid_file(name), timeout=30)
+
+    def start_service(self, name: str) -> Ports:
+        """Start the named service again on the ports it last used, with the same data dir; no-op when running."""
+        return self.up((name,), self.saved_ports() or self.ports())
+
     # ---- kafka ---------------------------------------------------------------------------------
     def _start_kafka(self, ports: Ports) -> None:
         _check_ports("kafka", (ports.kafka, ports.kafka_controller))

@@ -64,6 +64,10 @@ def build_app(cfg: Settings) -> faust.App:
         producer_linger_ms=cfg.producer_linger_ms,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
+        # faust's own (idle) consumer group: with faust's 60 s default, a worker started to replace a killed
+        # one waited a minute for the dead member's session before its tasks (and the request loop) ran.
+        broker_session_timeout=clients.FAST_TAKEOVER["session_timeout_ms"] / 1000,
+        broker_heartbeat_interval=clients.FAST_TAKEOVER["heartbeat_interval_ms"] / 1000,
         stream_wait_empty=False,
         # No faust tables (state is a replica, see streams/worker/replica.py) and no agents (the request
         # loop runs its own consumer): faust runs the worker's services, tasks and timers.

@@ -13,6 +13,7 @@ Producing them, in the order "audit durable, then reply" (streams/worker/loop.py
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -70,6 +71,25 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class _EverySecond:
+    """At most one log line per second, then how many were left out: a flood of bad requests must not
+    become a flood of log lines (the DLQ has every one of them, with its error)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.next_at = 0.0
+        self.left_out = 0
+
+    def __call__(self, msg: Incoming, error: str) -> None:
+        now = self.clock()
+        if now < self.next_at:
+            self.left_out += 1
+            return
+        more = f" (and {self.left_out} more since the last line)" if self.left_out else ""
+        log.warning("dead-lettered %s[%s]@%s: %s%s", msg.topic, msg.partition, msg.offset, error[:200], more)
+        self.next_at, self.left_out = now + 1.0, 0
+
+
 class Decider:
     def __init__(
         self,
@@ -92,6 +112,7 @@ class Decider:
         self.recorded = recorded if recorded is not None else RecordedDecisions()
         #: past these a request is denied request_too_large and audited as a shrunk copy
         self.limits = request_limits
+        self._log_dead_letter = _EverySecond()
 
     def decide_batch(self, msgs: Sequence[Incoming]) -> list[Planned]:
         return [self._decide_guarded(m) for m in msgs]
@@ -227,6 +248,6 @@ class Decider:
         )
 
     def _dead_letter(self, msg: Incoming, error: str) -> Out:
-        log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, error[:200])
+        self._log_dead_letter(msg, error)
         headers = dead_letter_headers(error, msg.topic, msg.partition, msg.offset, self.worker_id)
         return Out(config.TOPIC_DLQ, msg.key, msg.value, None, headers)

@@ -281,3 +281,18 @@ async def test_an_int_the_schema_cannot_re_encode_is_still_audited(loaded_state:
     deny = decider._fail_closed("req-1", "invalid_reply_route", "x")
     audit = decider._encode_audit(request_dict, deny, None, datetime.now(UTC), datetime.now(UTC), incoming(hostile))
     assert wire.decode_as("AuditRecord", audit)["request"]["request_id"] == "req-1"
+
+
+def test_dead_letter_logging_is_at_most_one_line_a_second(caplog: pytest.LogCaptureFixture) -> None:
+    from streams.worker.decide import _EverySecond
+
+    now = [100.0]
+    limiter = _EverySecond(clock=lambda: now[0])
+    msg = incoming(b"x")
+    with caplog.at_level("WARNING", logger="pdx.decide"):
+        for _ in range(500):
+            limiter(msg, "bad")
+        now[0] += 1.5
+        limiter(msg, "bad")
+    assert len(caplog.records) == 2
+    assert "and 499 more" in caplog.records[1].getMessage()
