@@ -34,7 +34,7 @@ from typing import Any
 
 from streams import config
 from streams.bench.floor import _create_topics, _delete_topics
-from streams.bench.load import mix_outputs, open_loop, rss_mb
+from streams.bench.load import KeyedRoundTrips, mix_outputs, open_loop, rss_mb
 from streams.bench.stats import percentile
 from streams.console import say
 from streams.kafka import clients
@@ -170,32 +170,10 @@ async def _latency(cfg: config.Settings, producer: Any, requests_topic: str, rep
     reader.assign([tp])
     await reader.seek_to_end(tp)
     await reader.position(tp)
-    pending: dict[bytes, asyncio.Future[None]] = {}
-
-    async def read() -> None:
-        async for msg in reader:
-            fut = pending.pop(msg.key or b"", None)
-            if fut is not None and not fut.done():
-                fut.set_result(None)
-
-    async def send(_i: int) -> float | None:
-        key = uuid.uuid4().bytes
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        pending[key] = fut
-        t0 = time.perf_counter()
-        await producer.send(requests_topic, b"q" * 180, key=key)
-        try:
-            await asyncio.wait_for(fut, 10.0)
-        except TimeoutError:
-            pending.pop(key, None)
-            return None
-        return (time.perf_counter() - t0) * 1000
-
-    task = asyncio.create_task(read())
     try:
-        latencies, sent, _ = await open_loop(rate, duration, send)
+        async with KeyedRoundTrips(producer, reader, requests_topic, b"q" * 180) as trips:
+            latencies, sent, _ = await open_loop(rate, duration, lambda _i: trips.one(10.0))
     finally:
-        task.cancel()
         await reader.stop()
     return {"rate": rate, "sent": sent, "answered": len(latencies),
             "p50_ms": round(percentile(latencies, 50), 2) if latencies else None,

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from streams import config
-from streams.bench.load import mix_outputs, open_loop, queue_requests, rss_mb, tail
+from streams.bench.load import KeyedRoundTrips, mix_outputs, open_loop, queue_requests, rss_mb, tail
 from streams.console import say
 from streams.kafka import clients
 
@@ -96,36 +96,14 @@ async def measure_echo(bootstrap: str, rate: float, duration: float) -> list[flo
     producer = clients.producer(cfg, linger_ms=0, acks=1, enable_idempotence=False)
     await producer.start()
     consumer = await tail(cfg, ECHO_REP, fetch_max_wait_ms=20)
-    pending: dict[bytes, asyncio.Future[None]] = {}
-
-    async def reader() -> None:
-        async for msg in consumer:
-            fut = pending.pop(msg.key, None)
-            if fut is not None and not fut.done():
-                fut.set_result(None)
-
-    async def round_trip(timeout_s: float) -> float | None:
-        key = uuid.uuid4().bytes
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        pending[key] = fut
-        t0 = time.perf_counter()
-        await producer.send(ECHO_REQ, _PAYLOAD, key=key)
-        try:
-            await asyncio.wait_for(fut, timeout_s)
-        except TimeoutError:
-            pending.pop(key, None)
-            return None
-        return (time.perf_counter() - t0) * 1000
-
-    read_task = asyncio.create_task(reader())
     try:
-        # Warm up: the echo consumer group must be assigned before measuring.
-        for _ in range(200):
-            if await round_trip(1.0) is not None:
-                break
-        latencies, _, _ = await open_loop(rate, duration, lambda _i: round_trip(10.0))
+        async with KeyedRoundTrips(producer, consumer, ECHO_REQ, _PAYLOAD) as trips:
+            # Warm up: the echo consumer group must be assigned before measuring.
+            for _ in range(200):
+                if await trips.one(1.0) is not None:
+                    break
+            latencies, _, _ = await open_loop(rate, duration, lambda _i: trips.one(10.0))
     finally:
-        read_task.cancel()
         await consumer.stop()
         await producer.stop()
         server.terminate()

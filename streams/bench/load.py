@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,6 +80,44 @@ async def tail(cfg: config.Settings, topic: str, **options: Any) -> AIOKafkaCons
     await consumer.seek_to_end(tp)
     await consumer.position(tp)
     return consumer
+
+
+class KeyedRoundTrips:
+    """Round trips matched by key: :meth:`one` sends ``payload`` to ``topic`` under a fresh key and returns the
+    milliseconds until ``consumer`` reads a record with that key (None after ``timeout_s``). The echo floor and
+    the delivery benchmark time their relays this way."""
+
+    def __init__(self, producer: Any, consumer: AIOKafkaConsumer, topic: str, payload: bytes) -> None:
+        self.producer, self.consumer, self.topic, self.payload = producer, consumer, topic, payload
+        self.pending: dict[bytes, asyncio.Future[None]] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> KeyedRoundTrips:
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+
+    async def _read(self) -> None:
+        async for msg in self.consumer:
+            fut = self.pending.pop(msg.key or b"", None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    async def one(self, timeout_s: float) -> float | None:
+        key = uuid.uuid4().bytes
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending[key] = fut
+        t0 = time.perf_counter()
+        await self.producer.send(self.topic, self.payload, key=key)
+        try:
+            await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            self.pending.pop(key, None)
+            return None
+        return (time.perf_counter() - t0) * 1000
 
 
 def spawn_quiet_worker(state_dir: Path, worker_id: str) -> Path:

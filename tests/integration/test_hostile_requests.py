@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiokafka import TopicPartition
 
 from streams import config as settings
 from streams.audit.store import connect, wait_for_audit_rows
 from streams.client import PolicyClient
 from streams.contracts import wire
 from streams.kafka import clients
+from tests.integration.topic_reading import end_offsets
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -26,20 +26,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 async def client(pipeline: Path) -> AsyncIterator[PolicyClient]:
     async with PolicyClient(timeout_s=15.0) as c:
         yield c
-
-
-async def _end_offsets(topic: str) -> dict[TopicPartition, int]:
-    producer = await clients.start_producer(settings.load())
-    try:
-        parts = [TopicPartition(topic, p) for p in await producer.partitions_for(topic)]
-    finally:
-        await producer.stop()
-    consumer = clients.consumer(settings.load())
-    await consumer.start()
-    try:
-        return dict(await consumer.end_offsets(parts))
-    finally:
-        await consumer.stop()
 
 
 async def test_hostile_requests_are_audited_denies_and_stall_nothing(client: PolicyClient) -> None:
@@ -53,7 +39,7 @@ async def test_hostile_requests_are_audited_denies_and_stall_nothing(client: Pol
         f"{run}-missing": ({"reply_to": f"pdx.replies.never-created-{run}"}, "invalid_reply_route"),
         f"{run}-big": ({"resource": {**resource, "attributes": {"blob": "x" * 600_000}}}, "request_too_large"),
     }
-    state_before = {t: await _end_offsets(t) for t in (settings.TOPIC_POLICIES, settings.TOPIC_INVENTORY)}
+    state_before = {t: await end_offsets(t) for t in (settings.TOPIC_POLICIES, settings.TOPIC_INVENTORY)}
     producer = await clients.start_producer(settings.load(), max_request_size=2_000_000)
     try:
         for rid, (changes, _) in hostile.items():
@@ -78,4 +64,4 @@ async def test_hostile_requests_are_audited_denies_and_stall_nothing(client: Pol
     assert rows == {rid: code for rid, (_, code) in hostile.items()}
     await asyncio.sleep(0.5)
     for topic, before in state_before.items():
-        assert await _end_offsets(topic) == before, f"nothing was written to {topic}"
+        assert await end_offsets(topic) == before, f"nothing was written to {topic}"

@@ -22,6 +22,7 @@ from streams.devservices.workers import spawn_worker, wait_until_ready
 from streams.kafka import clients
 from streams.kafka.state import put_identities
 from streams.model import Identity
+from tests.integration.topic_reading import read_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 IDENT = "agent-redelivered"
@@ -43,28 +44,6 @@ async def _put(status: str) -> None:
         await producer.stop()
 
 
-async def _read_all(topic: str) -> list[tuple[int, int, bytes, dict[str, bytes]]]:
-    """(partition, offset, value, headers) of every record now in ``topic``."""
-    producer = await clients.start_producer(settings.load())
-    try:
-        parts = [TopicPartition(topic, p) for p in await producer.partitions_for(topic)]
-    finally:
-        await producer.stop()
-    consumer = clients.consumer(settings.load())
-    await consumer.start()
-    try:
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        out = []
-        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-            for tp, msgs in (await consumer.getmany(timeout_ms=1000)).items():
-                out += [(tp.partition, m.offset, m.value or b"", dict(m.headers)) for m in msgs]
-        return out
-    finally:
-        await consumer.stop()
-
-
 async def test_redelivered_requests_repeat_the_recorded_decision_and_are_audited_once(
     pipeline: Path, client: PolicyClient
 ) -> None:
@@ -79,7 +58,7 @@ async def test_redelivered_requests_repeat_the_recorded_decision_and_are_audited
     procs.stop(pipeline / "workers" / "w1.pid")
     await _put("suspended")
     # rewind the group to before these requests, with no audit mark (as if the first commit never happened)
-    mine = [(p, o) for p, o, v, _ in await _read_all(settings.TOPIC_REQUESTS)
+    mine = [(p, o) for p, o, v, _ in await read_all(settings.TOPIC_REQUESTS)
             if wire.decode_as("AccessRequest", v)["request_id"] in ids]
     partition = {p for p, _ in mine}
     assert len(partition) == 1, "one identity, one request partition"
@@ -99,7 +78,7 @@ async def test_redelivered_requests_repeat_the_recorded_decision_and_are_audited
     end = loop.time() + 60
     while loop.time() < end:
         replies.clear()
-        for _, _, value, headers in await _read_all(settings.TOPIC_DECISIONS):
+        for _, _, value, headers in await read_all(settings.TOPIC_DECISIONS):
             rid = headers.get("correlation_id", b"").decode()
             if rid in ids:
                 replies[rid].append(value)
@@ -110,7 +89,7 @@ async def test_redelivered_requests_repeat_the_recorded_decision_and_are_audited
     for values in replies.values():
         decided = [wire.decode_as("Decision", v)["decision"] for v in values]
         assert decided == ["allow", "allow"], "the redelivery repeats the recorded decision, not a new one"
-    audited = [v for _, _, v, _ in await _read_all(settings.TOPIC_AUDIT)
+    audited = [v for _, _, v, _ in await read_all(settings.TOPIC_AUDIT)
                if wire.decode_as("AuditRecord", v)["request"]["request_id"] in ids]
     assert len(audited) == 20, "audited once"
     assert wait_for_audit_rows(20, request_ids=sorted(ids), timeout_s=60) == 20
