@@ -4,7 +4,15 @@ Migration files live in ``streams/audit/sql`` (config.AUDIT_SQL_DIR) and are nam
 They are templates: ``$db``, ``$audit_table`` and ``$ttl_days`` are filled from settings (``$ttl_days`` from
 PDX_AUDIT_TTL_DAYS). Applied versions are recorded in ``<db>.schema_migrations`` with a checksum of the template,
 so a second run applies nothing and an edited, already-applied migration is reported instead of silently skipped.
-Every statement is ``IF NOT EXISTS``, so a run interrupted half-way can simply be repeated.
+
+A version is recorded only after all its statements ran, so a run interrupted half-way is repeated from the first
+statement of that version: every statement must be safe to run again. Most are ``IF [NOT] EXISTS``; one that is
+not (an ``EXCHANGE TABLES``, an ``INSERT ... SELECT``) is preceded by one or more condition lines::
+
+    -- only if: SELECT count() = 0 FROM system.columns WHERE database = '$db' AND name = 'new_column'
+    EXCHANGE TABLES ...;
+
+and runs only when every condition's query returns a true (non-zero) first value; otherwise it is skipped.
 
 After the versions, the retention TTL of the audit and rollup tables is reconciled with the configured number
 of days (``ALTER TABLE ... MODIFY TTL``) so changing PDX_AUDIT_TTL_DAYS takes effect on the next migrate.
@@ -25,6 +33,10 @@ from streams.errors import UserError
 
 _FILE = re.compile(r"^(\d{3,})_([A-Za-z0-9_]+)\.sql$")
 _STATEMENT_END = re.compile(r";[ \t]*(?:\n|$)")
+#: ``-- only if: <query>``: a condition of the statement that follows (see the module docstring).
+_CONDITION = re.compile(r"^\s*--\s*only if:\s*(.*?)\s*;?\s*$", re.I)
+#: How a condition line is carried through statement splitting (cannot occur in SQL text read from a file).
+_MARK = "\0only if:"
 
 #: Tables whose TTL follows the configured retention, with the expression their TTL is on.
 TTL_TABLES: dict[str, str] = {
@@ -53,9 +65,54 @@ class Migration:
         return hashlib.sha256(self.template.encode()).hexdigest()
 
     def statements(self, params: dict[str, str]) -> list[str]:
+        return [step.sql for step in self.steps(params)]
+
+    def steps(self, params: dict[str, str]) -> list[Step]:
+        """The statements with their ``-- only if:`` conditions, in file order."""
         sql = Template(self.template).substitute(params)
-        body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
-        return [s.strip() for s in _STATEMENT_END.split(body) if s.strip()]
+        lines = []
+        for line in sql.splitlines():
+            cond = _CONDITION.match(line)
+            if cond:
+                if not cond.group(1):
+                    raise MigrationError(f"migration {self.path.name}: empty condition: {line.strip()!r}")
+                lines.append(_MARK + cond.group(1))
+            elif not line.lstrip().startswith("--"):
+                lines.append(line)
+        steps = []
+        for chunk in _STATEMENT_END.split("\n".join(lines)):
+            conditions: list[str] = []
+            body: list[str] = []
+            for line in chunk.splitlines():
+                if line.startswith(_MARK):
+                    if any(b.strip() for b in body):
+                        raise MigrationError(
+                            f"migration {self.path.name}: an `-- only if:` line must come before its statement"
+                        )
+                    conditions.append(line[len(_MARK) :])
+                else:
+                    body.append(line)
+            statement = "\n".join(body).strip()
+            if statement:
+                steps.append(Step(statement, tuple(conditions)))
+            elif conditions:
+                raise MigrationError(f"migration {self.path.name}: `-- only if:` with no statement after it")
+        return steps
+
+
+@dataclass(frozen=True)
+class Step:
+    """One statement of a migration and the conditions (queries) that must all be true for it to run."""
+
+    sql: str
+    only_if: tuple[str, ...] = ()
+
+    def due(self, client: Any) -> bool:
+        for cond in self.only_if:
+            rows = client.query(cond).result_rows
+            if not (rows and rows[0] and rows[0][0]):
+                return False
+        return True
 
 
 def discover(sql_dir: Path = config.AUDIT_SQL_DIR) -> list[Migration]:
@@ -122,9 +179,10 @@ def migrate(
                     f"migration {mig.path.name} changed after it was applied to {db}; add a new migration file instead"
                 )
             continue
-        for stmt in mig.statements(p):
+        for step in mig.steps(p):
             try:
-                client.command(stmt)
+                if step.due(client):
+                    client.command(step.sql)
             except Exception as exc:
                 raise MigrationError(f"migration {mig.path.name} failed: {exc}") from exc
         client.insert(

@@ -5,8 +5,10 @@ Every value a user supplies (identity ids, request ids, globs, codes, times, lim
 ``x' OR 1=1 --`` is matched as data. Only the database and table names are part of the SQL text, and those are
 checked to be plain identifiers (:func:`streams.audit.store.check_identifier`).
 
-Exactness: the audit table is a ReplacingMergeTree; until a merge, a redelivered record can exist twice. Row
-queries therefore read with ``FINAL`` (or ``LIMIT 1``), and rollups count ``uniq(request_id)``.
+Exactness: the audit table is a ReplacingMergeTree that collapses the records of one request (a redelivery,
+even one decided differently) to the first decision (sql/005_dedup_by_request.sql); until a merge, both rows can
+exist. Row queries therefore read with ``FINAL`` (or take the earliest decision, ``explain``), and rollups count
+``uniq(request_id)``.
 """
 
 from __future__ import annotations
@@ -61,6 +63,13 @@ def ch_time(value: datetime) -> str:
 
 
 T64 = "DateTime64(6, 'UTC')"
+
+
+#: What a ``decided_at`` range in [{since}, {until}) implies for ``decided_month`` (= toYYYYMM(decided_at)), a
+#: sorting-key column. Under FINAL, ClickHouse prunes partitions only by conditions on sorting-key columns, so a
+#: FINAL query with a time range adds these, or it reads every month of retention (sql/005_dedup_by_request.sql).
+MONTH_FROM = f"decided_month >= toYYYYMM({{since:{T64}}})"
+MONTH_TO = f"decided_month <= toYYYYMM({{until:{T64}}})"
 
 
 #: A search glob (``*``, ``?``, ``[...]``: streams.model.glob, the same language as policies and approvals) as the
@@ -125,15 +134,20 @@ class Audit:
             f"SELECT {cols} FROM {self.table} FINAL "
             "WHERE identity_id = {identity:String} "
             f"AND decided_at >= {{since:{T64}}} AND decided_at < {{until:{T64}}} "
+            f"AND {MONTH_FROM} AND {MONTH_TO} "
             "ORDER BY decided_at, request_id LIMIT {limit:UInt32}",
             {"identity": identity_id, "since": ch_time(since), "until": ch_time(until), "limit": int(limit)},
         )
 
     def explain(self, request_id: str) -> dict[str, Any] | None:
-        """The whole record of one decision, with the request and identity snapshot parsed; None if unknown."""
+        """The whole record of one decision, with the request and identity snapshot parsed; None if unknown.
+
+        A redelivered request has been decided more than once: this is the first decision, the row the table keeps
+        (the one ``FINAL`` reads), whether or not the duplicates are merged away yet.
+        """
         rows = self.query(
             f"SELECT * EXCEPT (inserted_at) FROM {self.table} WHERE request_id = {{rid:String}} "
-            "ORDER BY inserted_at DESC LIMIT 1",
+            "ORDER BY decided_at, inserted_at LIMIT 1",
             {"rid": request_id},
         )
         if not rows:
@@ -190,7 +204,8 @@ class Audit:
         return self.query(
             f"""SELECT code, count() AS denies, uniqExact(identity_id) AS identities
                 FROM (SELECT request_id, identity_id, reason_codes FROM {self.table} FINAL
-                      WHERE decision = 'deny' AND decided_at >= {{since:{T64}}} AND decided_at < {{until:{T64}}})
+                      WHERE decision = 'deny' AND decided_at >= {{since:{T64}}} AND decided_at < {{until:{T64}}}
+                            AND {MONTH_FROM} AND {MONTH_TO})
                 ARRAY JOIN reason_codes AS code
                 GROUP BY code ORDER BY denies DESC, code LIMIT {{limit:UInt32}}""",
             {"since": ch_time(since), "until": ch_time(until), "limit": int(limit)},
@@ -239,10 +254,10 @@ class SearchFilters:
         clauses: list[str] = []
         params: dict[str, Any] = {}
         if self.since is not None:
-            clauses.append(f"decided_at >= {{since:{T64}}}")
+            clauses += [f"decided_at >= {{since:{T64}}}", MONTH_FROM]
             params["since"] = ch_time(self.since)
         if self.until is not None:
-            clauses.append(f"decided_at < {{until:{T64}}}")
+            clauses += [f"decided_at < {{until:{T64}}}", MONTH_TO]
             params["until"] = ch_time(self.until)
         if self.decision:
             clauses.append("decision = {decision:String}")

@@ -46,14 +46,14 @@ def test_migrate_creates_versioned_schema_and_is_idempotent(db: AuditDB) -> None
     assert tables["audit_rule_daily"] == "AggregatingMergeTree"
     assert tables["audit_identity_hourly_mv"] == "MaterializedView"
     assert tables["audit_rule_daily_mv"] == "MaterializedView"
-    assert sorted(applied_versions(db.client, db.database)) == ["001", "002", "003", "004"]
+    assert sorted(applied_versions(db.client, db.database)) == ["001", "002", "003", "004", "005"]
     assert migrate(db.client, db.database) == []  # second run applies nothing
     assert migrate(db.client, db.database) == []
     ddl = db.client.query(
         "SELECT partition_key, sorting_key FROM system.tables WHERE database = {d:String} AND name = {t:String}",
         parameters={"d": db.database, "t": settings.AUDIT_TABLE},
     ).result_rows[0]
-    assert ddl == ("toYYYYMM(decided_at)", "identity_id, decided_at, request_id")
+    assert ddl == ("decided_month", "identity_id, decided_month, occurred_at, request_id, request_hash")
     cols = dict(
         db.client.query(
             "SELECT name, type FROM system.columns WHERE database = {d:String} AND table = {t:String}",
