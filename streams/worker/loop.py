@@ -177,10 +177,13 @@ class RequestLoop:
         audited = [p for p in planned if p.audit is not None]
         dlq = [p.dead_letter for p in planned if p.dead_letter is not None]
         ok = await self.sink.produce_all([p.audit for p in audited if p.audit is not None] + dlq)
-        durable = {id(p) for p, done in zip(audited, ok[: len(audited)], strict=True) if done is not None}
-        for p, done in zip(audited, ok, strict=False):
-            if done is not None and p.audit is not None and p.audit.partition is not None:
-                self.audit_end[p.audit.partition] = max(self.audit_end.get(p.audit.partition, 0), done + 1)
+        durable: set[int] = set()
+        for p, offset in zip(audited, ok[: len(audited)], strict=True):
+            if offset is None or p.audit is None:
+                continue
+            durable.add(id(p))
+            if p.audit.partition is not None:
+                self.audit_end[p.audit.partition] = max(self.audit_end.get(p.audit.partition, 0), offset + 1)
         await self.sink.produce_all(
             [p.reply for p in planned if p.reply is not None and (p.audit is None or id(p) in durable)]
         )
