@@ -95,12 +95,14 @@ TOPIC_DLQ = "pdx.dlq"
 TOPIC_INVENTORY = "pdx.inventory"
 TOPIC_APPROVALS = "pdx.approvals"
 TOPIC_POLICIES = "pdx.policies"
+#: signed checkpoints of the workers' audit hash chains (streams/worker/chain.py), read by the audit sink
+TOPIC_CHECKPOINTS = "pdx.audit.checkpoints"
 #: Topics whose records are current state keyed by id: compacted, so the latest value per key survives.
 COMPACTED_TOPICS = (TOPIC_INVENTORY, TOPIC_APPROVALS, TOPIC_POLICIES)
-ALL_TOPICS = (TOPIC_REQUESTS, TOPIC_DECISIONS, TOPIC_AUDIT, TOPIC_DLQ, *COMPACTED_TOPICS)
+ALL_TOPICS = (TOPIC_REQUESTS, TOPIC_DECISIONS, TOPIC_AUDIT, TOPIC_DLQ, *COMPACTED_TOPICS, TOPIC_CHECKPOINTS)
 #: Topics a reply may never be written to, whatever the allow-list says: a Decision under a state key would
 #: replace the good record after compaction.
-PROTECTED_TOPICS = (TOPIC_REQUESTS, TOPIC_AUDIT, TOPIC_DLQ, *COMPACTED_TOPICS)
+PROTECTED_TOPICS = (TOPIC_REQUESTS, TOPIC_AUDIT, TOPIC_DLQ, *COMPACTED_TOPICS, TOPIC_CHECKPOINTS)
 #: Default reply allow-list: the shared reply topic and per-service topics named ``pdx.replies.<service>``.
 DEFAULT_REPLY_TOPICS = (TOPIC_DECISIONS, "pdx.replies.*")
 
@@ -134,6 +136,16 @@ ENV_REQUEST_MAX_BYTES = "PDX_REQUEST_MAX_BYTES"
 ENV_REQUEST_MAX_STRING = "PDX_REQUEST_MAX_STRING"
 ENV_REQUEST_MAX_LIST = "PDX_REQUEST_MAX_LIST"
 ENV_REQUEST_MAX_MAP = "PDX_REQUEST_MAX_MAP"
+ENV_KEYS_DIR = "PDX_KEYS_DIR"
+ENV_REDACT_ATTRIBUTES = "PDX_REDACT_ATTRIBUTES"
+#: attribute-name patterns whose values never reach the audit trail (streams/contracts/redact.py)
+DEFAULT_REDACT_ATTRIBUTES = ("authorization", "token", "secret", "password", "api_key", "cookie", "credential")
+#: ``PDX_TRUSTED_KEYS_POLICY`` etc.: comma-separated public key files trusted for one kind of signed record
+ENV_TRUSTED_KEYS_PREFIX = "PDX_TRUSTED_KEYS_"
+#: ``PDX_SIGNING_KEY_POLICY`` etc.: the private key file that signs one kind of record (default: keys dir)
+ENV_SIGNING_KEY_PREFIX = "PDX_SIGNING_KEY_"
+#: The kinds of signed records (streams/contracts/signing.py) and the key file stem of each.
+SIGNED_KINDS = ("policy", "inventory", "approval", "audit")
 
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_KAFKA_CONTROLLER_PORT = 9093
@@ -258,6 +270,15 @@ class Settings:
     worker_batch_max: int = 2000
     #: size limits of one AccessRequest; larger requests are denied request_too_large
     request_limits: RequestLimits = DEFAULT_REQUEST_LIMITS
+    #: where dev signing keys live (``<kind>.key`` private, ``<kind>*.pub`` trusted); default <state_dir>/keys
+    keys_dir: Path | None = None
+    #: per kind, the public key files trusted for it (from PDX_TRUSTED_KEYS_<KIND>); a kind missing here
+    #: trusts the ``<keys_dir>/<kind>*.pub`` files (two files at once during a key rotation)
+    trusted_key_files: Mapping[str, tuple[Path, ...]] = field(default_factory=dict)
+    #: per kind, the private key file that signs it (from PDX_SIGNING_KEY_<KIND>); default <keys_dir>/<kind>.key
+    signing_key_files: Mapping[str, Path] = field(default_factory=dict)
+    #: attribute-name patterns redacted from audit records (values shaped like JWTs / bearer tokens always are)
+    redact_attributes: tuple[str, ...] = DEFAULT_REDACT_ATTRIBUTES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -291,7 +312,27 @@ class Settings:
             reply_topics=_reply_topics(e),
             worker_batch_max=e.integer(ENV_WORKER_BATCH_MAX, 2000, low=1, high=100_000),
             request_limits=_request_limits(e),
+            keys_dir=Path(e.text(ENV_KEYS_DIR, "")).resolve() if e.text(ENV_KEYS_DIR, "") else None,
+            trusted_key_files={
+                kind: tuple(Path(x.strip()) for x in raw.split(",") if x.strip())
+                for kind in SIGNED_KINDS
+                if (raw := e.text(ENV_TRUSTED_KEYS_PREFIX + kind.upper(), ""))
+            },
+            redact_attributes=tuple(
+                x.strip() for x in e.text(ENV_REDACT_ATTRIBUTES, ",".join(DEFAULT_REDACT_ATTRIBUTES)).split(",")
+                if x.strip()
+            ),
+            signing_key_files={
+                kind: Path(raw)
+                for kind in SIGNED_KINDS
+                if (raw := e.text(ENV_SIGNING_KEY_PREFIX + kind.upper(), ""))
+            },
         )
+
+    @property
+    def signing_keys_dir(self) -> Path:
+        """Where dev keys are created and looked up: PDX_KEYS_DIR, else <state_dir>/keys."""
+        return self.keys_dir if self.keys_dir is not None else self.state_dir / "keys"
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (e.g. ``cfg.replace(worker_id="w2")``)."""

@@ -28,14 +28,19 @@ class Services:
 
 
 def _local(tmp: Path) -> Iterator[Services]:
+    from streams.contracts.signing import ensure_dev_keys
     from streams.devservices.services import DevStack, Ports
 
     stack = DevStack(tmp / "state")
     ports = Ports.free()
-    saved = {k: os.environ.get(k) for k in ports.env()}
+    # state records are signed: this run's keys, trusted by the workers the tests start (they inherit the env)
+    keys = {settings.ENV_KEYS_DIR: str(tmp / "keys")}
+    saved = {k: os.environ.get(k) for k in {**ports.env(), **keys}}
     try:
         stack.up(("kafka", "clickhouse"), ports)
         os.environ.update(ports.env())
+        os.environ.update(keys)
+        ensure_dev_keys(settings.load())
         yield Services(f"127.0.0.1:{ports.kafka}", f"http://127.0.0.1:{ports.clickhouse_http}", "local", stack)
     finally:
         stack.down(("kafka", "clickhouse"))

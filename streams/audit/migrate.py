@@ -43,6 +43,8 @@ TTL_TABLES: dict[str, str] = {
     "$audit_table": "toDateTime(decided_at)",
     "audit_identity_hourly": "hour",
     "audit_rule_daily": "day",
+    "audit_chain_links": "toDateTime(decided_at)",
+    "audit_checkpoints": "toDateTime(signed_at)",
 }
 
 

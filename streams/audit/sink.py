@@ -80,6 +80,33 @@ class Writer(Protocol):
 
     def insert_avro(self, container: bytes, *, token: str | None = None) -> None: ...
 
+    def insert_checkpoints(self, rows: Sequence[Sequence[Any]], *, token: str | None = None) -> None:
+        """Insert audit chain checkpoints (rows of :func:`checkpoint_row`); raises while ClickHouse is unavailable."""
+        ...
+
+
+def checkpoint_row(value: bytes | None, origin: Record | None = None) -> list[Any]:
+    """An AuditCheckpoint message (pdx.audit.checkpoints) as a row of the audit_checkpoints table (sql/006);
+    WireError (a ValueError, for the DLQ) when it is not one. The signature is checked by `pdx audit verify`,
+    not here: the sink stores evidence, good or bad."""
+    if value is None:
+        raise wire.WireError("audit checkpoint without a value (tombstone)")
+    cp = wire.decode_as("AuditCheckpoint", value)
+    return [
+        cp["chain_id"],
+        cp["seq"],
+        bytes(cp["head_hash"]).hex(),
+        bool(cp["final"]),
+        cp["worker_id"],
+        cp["source_topic"],
+        cp["source_partition"],
+        cp["signed_at"],
+        cp["key_id"],
+        bytes(cp["signature"]).hex(),
+        origin.partition if origin is not None else -1,
+        origin.offset if origin is not None else -1,
+    ]
+
 
 class DeadLetters(Protocol):
     async def send_and_wait(
@@ -103,7 +130,15 @@ class AuditBatch:
         self.messages: list[bytes] = []
         self.ids: list[str] = []
         self.origins: list[Record | None] = []
+        #: audit chain checkpoints (few: one per chain every few seconds), inserted after the records
+        self.checkpoints: list[list[Any]] = []
         self.flush_at: float | None = None
+
+    def add_checkpoint(self, value: bytes | None, origin: Record | None = None) -> None:
+        """Take one AuditCheckpoint message; ValueError (WireError) if it is unusable, for the DLQ."""
+        self.checkpoints.append(checkpoint_row(value, origin))
+        if self.flush_at is None:
+            self.flush_at = self.clock() + self.wait_s
 
     def add(self, value: bytes | None, origin: Record | None = None) -> None:
         """Take one audit message; ValueError (WireError) if it is unusable, for the DLQ.
@@ -128,7 +163,9 @@ class AuditBatch:
         return self.max_rows - len(self.messages)
 
     def due(self) -> bool:
-        return bool(self.messages) and (len(self.messages) >= self.max_rows or self.clock() >= (self.flush_at or 0))
+        if not self.messages and not self.checkpoints:
+            return False
+        return len(self.messages) >= self.max_rows or self.clock() >= (self.flush_at or 0)
 
     def wait_ms(self) -> int:
         """How long the next poll may wait: until the batch is due, or ``wait_s`` when it is empty."""
@@ -148,8 +185,13 @@ class AuditBatch:
         bounds = [n * k // streams for k in range(streams + 1)]
         return [Block(self.messages[a:b], self.ids[a:b], self.origins[a:b]) for a, b in itertools.pairwise(bounds)]
 
+    def checkpoint_token(self) -> str:
+        """The checkpoints' insert deduplication token: their Kafka positions (a redelivery has the same)."""
+        return "cp-" + avro_container.dedup_token(f"{row[-2]}:{row[-1]}" for row in self.checkpoints)
+
     def clear(self) -> None:
         self.messages, self.ids, self.origins, self.flush_at = [], [], [], None
+        self.checkpoints = []
 
 
 class Block:
@@ -191,6 +233,7 @@ class AuditSink:
         self.batch = AuditBatch(cfg.audit_batch_max, cfg.audit_batch_wait_ms / 1000)
         self.inserted = 0
         self.dead_lettered = 0
+        self.checkpoints_inserted = 0
 
     async def _connect(self) -> Writer:
         from streams.audit.migrate import migrate
@@ -212,6 +255,7 @@ class AuditSink:
         consumer = clients.consumer(
             self.settings,
             config.TOPIC_AUDIT,
+            config.TOPIC_CHECKPOINTS,
             group_id=self.settings.app_id + SINK_GROUP_SUFFIX,
             auto_offset_reset="earliest",
             max_poll_records=self.settings.audit_batch_max,
@@ -237,18 +281,25 @@ class AuditSink:
         dead_lettered = 0
         for m in (m for part in fetched.values() for m in part):
             try:
-                batch.add(m.value, m)
+                if m.topic == config.TOPIC_CHECKPOINTS:
+                    batch.add_checkpoint(m.value, m)
+                else:
+                    batch.add(m.value, m)
             except ValueError as exc:  # WireError: keep it, in the DLQ
                 dead_lettered += 1
                 await self._dead_letter(dlq, m, f"audit sink: {exc}")
         self.dead_lettered += dead_lettered
-        if not len(batch) and dead_lettered:
+        if not len(batch) and not batch.checkpoints and dead_lettered:
             await source.commit()  # only dead-lettered records since the last commit: they are safe in the DLQ
             return True
         if not batch.due():
             return False
-        streams = min(self.insert_streams, max(1, len(batch) // MIN_STREAM_RECORDS))
-        written = await asyncio.gather(*(self._write(writer, dlq, block) for block in batch.blocks(streams)))
+        written = [0]
+        if len(batch):
+            streams = min(self.insert_streams, max(1, len(batch) // MIN_STREAM_RECORDS))
+            written = await asyncio.gather(*(self._write(writer, dlq, block) for block in batch.blocks(streams)))
+        if batch.checkpoints:  # after the records: a checkpoint is never in ClickHouse before what it covers
+            await self._write_checkpoints(writer, batch)
         # Everything fetched so far is in ClickHouse (or the DLQ): only now move the offsets.
         await source.commit()
         self.inserted += sum(written)
@@ -282,6 +333,20 @@ class AuditSink:
                 return await self._write(writer, dlq, first) + await self._write(writer, dlq, second)
             except Exception as exc:  # noqa: BLE001 - ClickHouse down or overloaded: retry the same block
                 log.warning("audit insert of %d records failed (%s); retrying in %.1fs", len(block), exc, delay)
+                await self.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    async def _write_checkpoints(self, writer: Writer, batch: AuditBatch) -> None:
+        """Insert the batch's checkpoints until ClickHouse acknowledges them (retried with backoff)."""
+        rows, token = batch.checkpoints, batch.checkpoint_token()
+        delay = 0.2
+        while True:
+            try:
+                await asyncio.to_thread(writer.insert_checkpoints, rows, token=token)
+                self.checkpoints_inserted += len(rows)
+                return
+            except Exception as exc:  # noqa: BLE001 - ClickHouse down or overloaded: retry
+                log.warning("inserting %d audit checkpoints failed (%s); retrying in %.1fs", len(rows), exc, delay)
                 await self.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
 

@@ -84,6 +84,7 @@ COLUMNS: tuple[str, ...] = (
     "source_offset",
     "request_json",
     "identity_json",
+    "record_hash",
 )
 
 
@@ -252,6 +253,15 @@ def credential_age_days(identity: Mapping[str, Any] | None, at: datetime) -> flo
     return max((at - oldest).total_seconds(), 0.0) / 86400.0
 
 
+def record_hash(record: Mapping[str, Any]) -> str:
+    """The record's hash-chain hash as the audit table stores it (lowercase hex; '' for an unchained record)."""
+    chain = record.get("chain")
+    if not chain:
+        return ""
+    value = chain["hash"]
+    return value.hex() if isinstance(value, (bytes, bytearray)) else str(value)
+
+
 def audit_row(record: Mapping[str, Any]) -> list[Any]:
     """Map one AuditRecord dict (docs/contracts.md) to the audit table's columns, in :data:`COLUMNS` order.
 
@@ -322,6 +332,7 @@ def audit_row(record: Mapping[str, Any]) -> list[Any]:
             int(record.get("source_offset") or 0),
             dumps(request),
             dumps(identity) if identity is not None else None,
+            record_hash(record),
         ]
     except AuditRecordError:
         raise
@@ -338,6 +349,24 @@ def dedup_token(records: Sequence[Mapping[str, Any]]) -> str:
 
 #: The Null-engine table the sink inserts Avro containers into (sql/004_native_avro_ingest.sql).
 INGEST_TABLE = "audit_ingest"
+#: The hash-chain tables (sql/006_hash_chain.sql): one link per chained record, and the signed checkpoints.
+LINKS_TABLE = "audit_chain_links"
+CHECKPOINTS_TABLE = "audit_checkpoints"
+#: Columns of audit_checkpoints the sink writes, in the order of streams.audit.sink.checkpoint_row.
+CHECKPOINT_COLUMNS: tuple[str, ...] = (
+    "chain_id",
+    "seq",
+    "head_hash",
+    "final",
+    "worker_id",
+    "source_topic",
+    "source_partition",
+    "signed_at",
+    "key_id",
+    "signature",
+    "kafka_partition",
+    "kafka_offset",
+)
 
 
 class AuditWriter:
@@ -388,6 +417,22 @@ class AuditWriter:
         except (ClickHouseError, OSError) as exc:
             kind = AuditRejectedError if rejects_data(exc) else AuditWriteError
             raise kind(f"inserting an Avro block into {self.database}.{INGEST_TABLE} failed: {exc}") from exc
+
+    def insert_checkpoints(self, rows: Sequence[Sequence[Any]], *, token: str | None = None) -> None:
+        """Insert audit chain checkpoints (streams.audit.sink.checkpoint_row) into audit_checkpoints (sql/006)."""
+        if not rows:
+            return
+        opts: dict[str, Any] = {"async_insert": 0}
+        if token:
+            opts["insert_deduplication_token"] = token
+        try:
+            self.client.insert(
+                CHECKPOINTS_TABLE, rows, column_names=list(CHECKPOINT_COLUMNS), database=self.database, settings=opts
+            )
+        except (ClickHouseError, OSError) as exc:
+            raise AuditWriteError(
+                f"inserting {len(rows)} audit checkpoints into {self.database}.{CHECKPOINTS_TABLE} failed: {exc}"
+            ) from exc
 
     def insert_rows(self, rows: Sequence[Sequence[Any]], *, token: str | None = None) -> None:
         """Insert already-mapped rows (from :func:`audit_row`)."""

@@ -28,19 +28,21 @@ def _ids(n: int) -> list[str]:
 
 async def _put(n: int, delete: bool = False) -> None:
     """Produce n synthetic identities (or, with ``delete``, their tombstones) to the inventory topic."""
+    from streams.contracts import signing
     from streams.kafka import clients
-    from streams.kafka.state import put_identities
+    from streams.kafka.state import delete_identities, put_identities
 
-    producer = await clients.start_producer(config.load(), linger_ms=20)
+    cfg = config.load()
+    signer = signing.signing_key(cfg, signing.INVENTORY)
+    producer = await clients.start_producer(cfg, linger_ms=20)
     try:
         ids = _ids(n)
         for i in range(0, n, _CHUNK):
             chunk = ids[i : i + _CHUNK]
             if delete:
-                acks = [await producer.send(config.TOPIC_INVENTORY, None, key=ident.encode()) for ident in chunk]
-                await asyncio.gather(*acks)
+                await delete_identities(producer, chunk, signer)
             else:
-                await put_identities(producer, [synthetic_identity(ident) for ident in chunk])
+                await put_identities(producer, [synthetic_identity(ident) for ident in chunk], signer)
     finally:
         await producer.stop()
 

@@ -43,6 +43,7 @@ def _probe_policy(trial: int) -> str:
 
 async def _propagation(trials: int) -> dict[str, Any]:
     from streams.client import PolicyClient
+    from streams.contracts import signing
     from streams.kafka import clients
     from streams.kafka.state import put_identities
     from streams.ops import publish_policies
@@ -51,8 +52,9 @@ async def _propagation(trials: int) -> dict[str, Any]:
     cfg = config.load()
     n_parts = cfg.request_partitions
     probes = _probes(n_parts)
+    signer = signing.signing_key(cfg, signing.INVENTORY)
     producer = await clients.start_producer(cfg)
-    await put_identities(producer, [synthetic_identity(p, "active") for p in probes.values()])
+    await put_identities(producer, [synthetic_identity(p, "active") for p in probes.values()], signer)
     suspend_ms: list[float] = []
     publish_ms: list[float] = []
     variant = policy_dir_with(Path(cfg.state_dir) / "bench-policies", {})
@@ -64,15 +66,15 @@ async def _propagation(trials: int) -> dict[str, Any]:
         for trial in range(trials):
             # suspend: from producing the change until the deciding worker denies
             ident = probes[trial % n_parts]
-            await put_identities(producer, [synthetic_identity(ident, "active")])
+            await put_identities(producer, [synthetic_identity(ident, "active")], signer)
             while (await client.check(ident, "config:read", _RESOURCE)).decision != "allow":
                 await asyncio.sleep(0.01)
             t0 = time.perf_counter()
-            await put_identities(producer, [synthetic_identity(ident, "suspended")])
+            await put_identities(producer, [synthetic_identity(ident, "suspended")], signer)
             while (await client.check(ident, "config:read", _RESOURCE)).reason_codes != ["identity_suspended"]:
                 pass
             suspend_ms.append((time.perf_counter() - t0) * 1000)
-            await put_identities(producer, [synthetic_identity(ident, "active")])
+            await put_identities(producer, [synthetic_identity(ident, "active")], signer)
             # publish: from producing the bundle until every partition (every worker) decides with it
             (variant / "zz-bench.yaml").write_text(_probe_policy(trial))
             t0 = time.perf_counter()

@@ -35,7 +35,8 @@ def parse_ttl(text: str) -> timedelta:
 def cmd_approve(args: argparse.Namespace) -> int:
     approval = asyncio.run(
         grant_approval(
-            args.identity, args.action, args.resource, parse_ttl(args.ttl), args.by or getpass.getuser(), args.id
+            args.identity, args.action, args.resource, parse_ttl(args.ttl), args.by or getpass.getuser(), args.id,
+            key=args.key,
         )
     )
     print(approval["approval_id"])
@@ -51,4 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--ttl", default="1h", help="how long the approval is valid: 30m, 4h, 2d, 1h30m (default 1h)")
     p.add_argument("--by", default=None, help="who approves (default: current user)")
     p.add_argument("--id", default=None, help="approval id (default: generated)")
+    p.add_argument(
+        "--key",
+        help="private key that signs the approval"
+        " (default: PDX_SIGNING_KEY_APPROVAL or <keys dir>/approval.key)"
+    )
     p.set_defaults(func=cmd_approve)

@@ -292,6 +292,47 @@ def cmd_risk(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Exit 0: the trail is intact; 1: a broken, missing, altered or forged record or checkpoint (or, with
+    --require-signed / --require-anchored, unsigned checkpoints / unanchored records); 2: cannot check."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
+    from streams.audit.store import connect, unreachable
+    from streams.audit.verify import format_text, verify
+    from streams.contracts import signing
+
+    since, until = window(args, "7d")
+    cfg = config.load()
+    url = args.url or cfg.clickhouse_url
+    trusted = signing.trusted_keys(cfg)
+    client = connect(url)
+    try:
+        report = verify(
+            client, args.database, since, until, trusted=trusted, grace_s=args.grace,
+            require_signed=args.require_signed, require_anchored=args.require_anchored,
+        )  # fmt: skip
+    except ClickHouseError as exc:
+        text = str(exc)
+        if "UNKNOWN_TABLE" in text or "UNKNOWN_DATABASE" in text:
+            raise UserError(
+                f"audit chain tables are missing in database {args.database!r} at {url}: run `pdx audit migrate`"
+            ) from exc
+        if "Connection" in text or ("connect" in text.lower() and "refused" in text.lower()):
+            raise unreachable(url) from exc
+        raise UserError(f"ClickHouse query failed: {text.splitlines()[0][:500]}") from exc
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(report.to_json(args.limit), indent=2))
+    else:
+        for line in format_text(report, args.limit):
+            print(line)
+        if not trusted.key_ids(signing.AUDIT):
+            print(f"note: no key is trusted for audit checkpoints (put audit*.pub in {cfg.signing_keys_dir} or "
+                  f"set {config.ENV_TRUSTED_KEYS_PREFIX}AUDIT): signed checkpoints cannot be checked", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
 # ---- registration ----------------------------------------------------------------------------------------------
 
 
@@ -349,6 +390,21 @@ def register(sub: Any) -> None:
     _add_window(p, "7d")
     p.add_argument("--limit", type=int, default=20)
     _add_output(p)
+
+    p = _parser(
+        sub, "verify",
+        "recompute the audit hash chains and check the signed checkpoints; exit 1 on a broken, missing, "
+        "altered or forged record (streams/audit/verify.py)",
+        cmd_verify,
+    )  # fmt: skip
+    _add_window(p, "7d")
+    p.add_argument("--grace", type=float, default=60.0,
+                   help="seconds a checkpoint may wait for its records to reach ClickHouse (default: %(default)s)")
+    p.add_argument("--require-signed", action="store_true", help="fail when a checkpoint is unsigned")
+    p.add_argument("--require-anchored", action="store_true",
+                   help="fail when records follow their chain's last signed checkpoint")
+    p.add_argument("--limit", type=int, default=50, help="problems listed at most (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
 
     p = _parser(sub, "risk", "risk score per identity (see streams/audit/risk.py for the formula)", cmd_risk)
     _add_window(p, "7d")

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from streams import config
 from streams.console import say
+from streams.contracts.signing import ensure_dev_keys
 from streams.devservices.services import SERVICES, DevStack, Ports
 
 
@@ -30,6 +31,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if value:
             setattr(requested, attr, value)
     ports = stack.up(_names(args), requested)
+    ensure_dev_keys(config.load().replace(state_dir=stack.state_dir))  # state is signed: dev keys, see `pdx keys`
     if args.print_env:
         for key, value in ports.env().items():
             print(f"export {key}={value}")

@@ -24,6 +24,7 @@ COMMANDS = (
     "policy",
     "inventory",
     "approve",
+    "keys",
     "check",
     "audit",
     "report",

@@ -208,7 +208,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     from streams.ops import publish_policies
 
-    version = asyncio.run(publish_policies(args.directory, args.by or getpass.getuser()))
+    version = asyncio.run(publish_policies(args.directory, args.by or getpass.getuser(), key=args.key))
     print(version)
     say(f"published policy bundle {version[:12]} from {args.directory} to {config.TOPIC_POLICIES}")
     return 0
@@ -315,6 +315,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("directory", nargs="?", default=default)
     p.add_argument("--by", help="publisher recorded in the bundle (default: current user)")
+    p.add_argument(
+        "--key", help="private key that signs the bundle (default: PDX_SIGNING_KEY_POLICY or <keys dir>/policy.key)"
+    )
     p.set_defaults(func=cmd_publish)
 
     p = policy_subparsers.add_parser(

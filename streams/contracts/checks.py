@@ -216,6 +216,8 @@ def _compile(node: Any, named: dict[str, _Check]) -> _Check:
     def check_nothing(value: Any, path: str) -> None:  # null/float/double/bytes/fixed: fastavro checks them
         return None
 
+    if kind == "fixed":  # a named type: later uses refer to it by name
+        named[node["name"]] = check_nothing
     return check_nothing
 
 

@@ -23,6 +23,8 @@ _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 
 def _zigzag(n: int) -> bytes:
     """Avro int/long: zig-zag, then base-128 varint."""
+    if 0 <= n < 64:  # one byte: most partitions, and the start of every chain
+        return _SMALL[n]
     z = (n << 1) ^ (n >> 63)
     out = bytearray()
     while z & ~0x7F:
@@ -32,10 +34,18 @@ def _zigzag(n: int) -> bytes:
     return bytes(out)
 
 
+_SMALL = [bytes(((n << 1),)) for n in range(64)]
+
+
 @lru_cache(maxsize=256)  # topic names and worker ids: a handful of values, encoded once each
 def _avro_string(s: str) -> bytes:
     data = s.encode("utf-8")
     return _zigzag(len(data)) + data
+
+
+#: Avro encoding of a long, and of a string (for streams/worker/chain.py, which splices chain links).
+zigzag = _zigzag
+avro_string = _avro_string
 
 
 def _micros(dt: _dt.datetime) -> int:
@@ -65,12 +75,14 @@ class AuditSplicer:
         source_partition: int,
         source_offset: int,
         worker_id: str,
+        chain: bytes = b"\x00",
     ) -> bytes | None:
         """An AuditRecord message built by concatenating already-encoded parts.
 
         Returns None when a part was written with another schema version (the caller then encodes the record
         the ordinary way); the result is byte-identical to ``encode("AuditRecord", ...)``. Raises WireError
-        for a naive ``received_at``/``decided_at``.
+        for a naive ``received_at``/``decided_at``. ``chain`` is the encoded ``chain`` union
+        (:func:`encode_chain`; the default is null), the record's last field.
         """
         request = _body_of(self.request_header, request_msg)
         decision = _body_of(self.decision_header, decision_msg)
@@ -91,8 +103,30 @@ class AuditSplicer:
                 _zigzag(source_partition),
                 _zigzag(source_offset),
                 _avro_string(worker_id),
+                chain,
             )
         )
+
+
+#: The encoded ``chain`` field of a record without a chain link (union branch 0, null): the last byte of
+#: every AuditRecord whose chain is null, which :func:`with_chain` replaces.
+NO_CHAIN = b"\x00"
+
+
+def encode_chain(
+    chain_id: str, seq: int, prev: bytes, request_digest: bytes, body_digest: bytes, hash_: bytes
+) -> bytes:
+    """The AuditRecord ``chain`` field (union branch 1, a ChainLink; the digests are ``fixed`` 32 bytes)."""
+    if len(prev) != 32 or len(request_digest) != 32 or len(body_digest) != 32 or len(hash_) != 32:
+        raise WireError("cannot encode AuditRecord.chain: digests must be 32 bytes")
+    return b"".join((b"\x02", _avro_string(chain_id), _zigzag(seq), prev, request_digest, body_digest, hash_))
+
+
+def with_chain(audit_msg: bytes, chain: bytes) -> bytes:
+    """An AuditRecord message whose chain is null (it ends with :data:`NO_CHAIN`), with ``chain`` instead."""
+    if audit_msg[-1:] != NO_CHAIN:
+        raise WireError("AuditRecord message does not end with a null chain")
+    return audit_msg[:-1] + chain
 
 
 def _body_of(header: bytes, message: bytes) -> bytes | None:

@@ -89,7 +89,13 @@ SCHEMA_FILES: dict[str, str] = {
     "Approval": "approval.avsc",
     "PolicyBundle": "policy_bundle.avsc",
     "AuditRecord": "audit_record.avsc",
+    "AuditCheckpoint": "audit_checkpoint.avsc",
 }
+
+#: Fields added to a schema since it was first published, oldest first (always at the end, with a default:
+#: schemas/README.md, "Evolution rules"). The versions without them are registered as writer schemas at load,
+#: so messages written before an addition (e.g. AuditRecords from before the hash chain) still decode.
+ADDED_FIELDS: dict[str, tuple[str, ...]] = {"AuditRecord": ("chain",)}
 
 
 # ---- CRC-64-AVRO (Rabin) fingerprint ----------------------------------------------------------------
@@ -210,6 +216,15 @@ def _load(schemas_dir: Traversable) -> None:
 
 
 _load(_schema_dir())
+
+
+def _register_earlier_versions() -> None:
+    for name, added in ADDED_FIELDS.items():
+        current = _CODECS[name].schema
+        for k in range(len(added)):
+            dropped = set(added[k:])
+            earlier = {**current, "fields": [f for f in current["fields"] if f["name"] not in dropped]}
+            register_writer_schema(name, earlier)
 
 #: The worker's hot path: an AuditRecord from the already-encoded request, identity and decision
 #: (see streams.contracts.splice; byte-identical to ``encode("AuditRecord", ...)``).
@@ -350,6 +365,9 @@ def register_writer_schema(schema_name: str, writer_schema: Mapping[str, Any] | 
         return fp
     _BY_FINGERPRINT[fp] = (schema_name, parsed, codec.parsed)
     return fp
+
+
+_register_earlier_versions()
 
 
 def _fingerprint_table(names: Iterable[str] | None = None) -> str:

@@ -111,6 +111,7 @@ def prepare_stack(worker_id: str = DEMO_WORKER, *, start_worker: bool = True) ->
     """
     from streams.audit.migrate import migrate
     from streams.audit.store import connect
+    from streams.contracts.signing import ensure_dev_keys
     from streams.devservices import procs
     from streams.devservices.services import DevStack, Ports
     from streams.devservices.workers import spawn_sink, spawn_worker, wait_until_ready
@@ -120,6 +121,7 @@ def prepare_stack(worker_id: str = DEMO_WORKER, *, start_worker: bool = True) ->
     s = config.load()
     stack = DevStack(s.state_dir)
     stack.up(("kafka", "clickhouse"), Ports.from_settings(s))
+    ensure_dev_keys(s)  # state is signed: dev keys under the state dir, the quick start stays two commands
     asyncio.run(create_topics(s))
     with step("Migrating the ClickHouse audit schema"):
         migrate(connect(s.clickhouse_url), ttl_days=s.audit_ttl_days)

@@ -1,7 +1,8 @@
 """The state topics: producing policy bundles, identities and approvals, and reading a compacted topic's latest value.
 
 streams/ops.py (what the CLI and the demo call) produces with these; workers consume the topics through
-streams/worker/replica.py.
+streams/worker/replica.py. Every state record is signed (streams/contracts/signing.py): the functions here take
+the SigningKey and put the signature in the record's headers; workers apply nothing else.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from aiokafka.partitioner import murmur2
 
 from streams import config
 from streams.config import Settings
-from streams.contracts import wire
+from streams.contracts import signing, wire
 from streams.errors import UserError
 from streams.kafka import clients
 
@@ -36,7 +37,28 @@ async def partition_count(producer: AIOKafkaProducer, topic: str) -> int:
     return len(parts)
 
 
-async def publish_bundle(producer: AIOKafkaProducer, content: str, version: str, published_by: str) -> None:
+BUNDLE_KEY = b"current"
+
+
+def _now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+def next_serial(previous: int | None, now_ms: int | None = None) -> int:
+    """The serial of a new bundle: above the previous one, and at least the time in ms, so two publishers
+    that never saw each other's bundles still publish increasing serials while their clocks agree."""
+    now = _now_ms() if now_ms is None else now_ms
+    return max(now, (previous if previous is not None else -1) + 1)
+
+
+async def publish_bundle(
+    producer: AIOKafkaProducer,
+    content: str,
+    version: str,
+    published_by: str,
+    key: signing.SigningKey,
+    serial: int,
+) -> None:
     value = wire.encode(
         "PolicyBundle",
         {
@@ -44,34 +66,67 @@ async def publish_bundle(producer: AIOKafkaProducer, content: str, version: str,
             "created_at": datetime.now(UTC),
             "published_by": published_by,
             "content": content,
+            "serial": serial,
         },
     )
-    await producer.send_and_wait(config.TOPIC_POLICIES, value, key=b"current")
+    headers = key.headers(signing.POLICY, BUNDLE_KEY, value, _now_ms())
+    await producer.send_and_wait(config.TOPIC_POLICIES, value, key=BUNDLE_KEY, headers=headers)
 
 
-async def put_identities(producer: AIOKafkaProducer, identities: Iterable[Mapping[str, Any]]) -> int:
-    """Produce identities (dicts in the Identity contract shape) keyed by id; returns how many."""
+async def put_identities(
+    producer: AIOKafkaProducer, identities: Iterable[Mapping[str, Any]], key: signing.SigningKey
+) -> int:
+    """Produce identities (dicts in the Identity contract shape) keyed by id, signed; returns how many."""
     futures = []
+    signed_at = _now_ms()
     for identity in identities:
         value = wire.encode("Identity", identity)
-        futures.append(await producer.send(config.TOPIC_INVENTORY, value, key=str(identity["id"]).encode()))
+        kafka_key = str(identity["id"]).encode()
+        headers = key.headers(signing.INVENTORY, kafka_key, value, signed_at)
+        futures.append(await producer.send(config.TOPIC_INVENTORY, value, key=kafka_key, headers=headers))
     await asyncio.gather(*futures)
     return len(futures)
 
 
-async def put_approval(producer: AIOKafkaProducer, approval: Mapping[str, Any]) -> None:
+async def delete_identities(producer: AIOKafkaProducer, ids: Iterable[str], key: signing.SigningKey) -> int:
+    """Produce signed tombstones for identities (they are forgotten; compaction removes them); returns how many."""
+    futures = []
+    signed_at = _now_ms()
+    for identity_id in ids:
+        kafka_key = identity_id.encode()
+        headers = key.headers(signing.INVENTORY, kafka_key, None, signed_at)
+        futures.append(await producer.send(config.TOPIC_INVENTORY, None, key=kafka_key, headers=headers))
+    await asyncio.gather(*futures)
+    return len(futures)
+
+
+async def put_approval(producer: AIOKafkaProducer, approval: Mapping[str, Any], key: signing.SigningKey) -> None:
     """Approvals are keyed identity/approval (so compaction keeps each one) but produced to the identity's
     partition, co-partitioned with that identity's requests."""
     identity_id = str(approval["identity_id"])
     n = await partition_count(producer, config.TOPIC_APPROVALS)
-    key = f"{identity_id}/{approval['approval_id']}".encode()
+    kafka_key = f"{identity_id}/{approval['approval_id']}".encode()
+    value = wire.encode("Approval", approval)
     await producer.send_and_wait(
-        config.TOPIC_APPROVALS, wire.encode("Approval", approval), key=key, partition=partition_for(identity_id, n)
+        config.TOPIC_APPROVALS,
+        value,
+        key=kafka_key,
+        partition=partition_for(identity_id, n),
+        headers=key.headers(signing.APPROVAL, kafka_key, value, _now_ms()),
     )
 
 
 async def latest_value(cfg: Settings, topic: str, key: str, timeout_s: float = 30.0) -> bytes | None:
     """The latest value for key in a compacted topic keyed by the default partitioner (None if absent)."""
+    found = await latest_record(cfg, topic, key, timeout_s)
+    return found[0] if found is not None else None
+
+
+async def latest_record(
+    cfg: Settings, topic: str, key: str, timeout_s: float = 30.0
+) -> tuple[bytes | None, list[tuple[str, bytes]]] | None:
+    """The latest (value, headers) for key in a compacted topic keyed by the default partitioner (None if
+    absent)."""
     consumer = await clients.start_consumer(cfg)
     try:
         parts = await wait_for_partitions(consumer, topic)
@@ -79,14 +134,14 @@ async def latest_value(cfg: Settings, topic: str, key: str, timeout_s: float = 3
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
         await consumer.seek_to_beginning(tp)
-        found: bytes | None = None
+        found: tuple[bytes | None, list[tuple[str, bytes]]] | None = None
         wanted = key.encode()
         async with asyncio.timeout(timeout_s):
             while end > 0 and await consumer.position(tp) < end:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
                 for msg in batch.get(tp, []):
                     if msg.key == wanted:
-                        found = msg.value
+                        found = (msg.value, list(msg.headers))
         return found
     finally:
         await consumer.stop()

@@ -30,6 +30,9 @@ def topic_specs(request_partitions: int, decision_partitions: int) -> list[Topic
         TopicSpec(config.TOPIC_INVENTORY, request_partitions, compact),
         TopicSpec(config.TOPIC_APPROVALS, request_partitions, compact),
         TopicSpec(config.TOPIC_POLICIES, 1, compact),
+        # the audit chains' signed checkpoints: few records (one per chain every few seconds), kept as long as
+        # the DLQ; the audit sink copies them to ClickHouse (audit_checkpoints)
+        TopicSpec(config.TOPIC_CHECKPOINTS, 1, {"retention.ms": str(30 * 86400_000)}),
     ]
 
 

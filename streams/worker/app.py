@@ -24,8 +24,12 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from streams import config
 from streams.config import Settings
+from streams.contracts import signing
+from streams.contracts.redact import Redactor
+from streams.errors import UserError
 from streams.kafka import clients
 from streams.worker import recorded
+from streams.worker.chain import AuditChains
 from streams.worker.decide import Decider, Incoming
 from streams.worker.loop import KafkaBatchProducer, ReplyRoutes, RequestLoop
 from streams.worker.recorded import format_mark
@@ -33,6 +37,38 @@ from streams.worker.replica import CompactedReplica
 from streams.worker.state import WorkerState
 
 log = logging.getLogger("pdx.worker")
+
+
+def trusted_state_keys(cfg: Settings) -> signing.TrustedKeys:
+    """The keys this worker trusts per kind; a kind with none is logged loudly: nothing of it is applied, so
+    (for policies and inventory) every request is denied."""
+    trust = signing.trusted_keys(cfg)
+    for kind in (signing.POLICY, signing.INVENTORY, signing.APPROVAL):
+        ids = trust.key_ids(kind)
+        if ids:
+            log.info("trusting %s records signed by %s", kind, ", ".join(ids))
+        else:
+            log.error(
+                "no key is trusted for %s records (set %s%s or put %s*.pub in %s): none will be applied",
+                kind, config.ENV_TRUSTED_KEYS_PREFIX, kind.upper(), kind, cfg.signing_keys_dir,
+            )
+    return trust
+
+
+def audit_chains(cfg: Settings) -> AuditChains:
+    """The worker's audit hash chains, signing checkpoints with its audit key when it has one. Without one (or
+    with one that cannot be read) it still decides and chains; its checkpoints are unsigned."""
+    try:
+        signer = signing.optional_signing_key(cfg, signing.AUDIT)
+    except UserError as exc:
+        log.error("audit checkpoints will be unsigned: %s", exc)
+        signer = None
+    if signer is None:
+        log.warning("no audit signing key (%s): audit checkpoints are unsigned",
+                    signing.private_key_path(cfg, signing.AUDIT))
+    else:
+        log.info("signing audit checkpoints with key %s", signer.key_id)
+    return AuditChains(cfg.worker_id, signer)
 
 
 def state_replicas(cfg: Settings, state: WorkerState) -> list[CompactedReplica]:
@@ -73,7 +109,7 @@ def build_app(cfg: Settings) -> faust.App:
         # loop runs its own consumer): faust runs the worker's services, tasks and timers.
         stream_recovery_delay=0.0,
     )
-    state = WorkerState()
+    state = WorkerState(trusted_state_keys(cfg))
     replicas = state_replicas(cfg, state)
     assigned = asyncio.Event()
 
@@ -184,6 +220,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.settled.clear()
         async with self.busy:
             await self.commits.flush()
+            await self.loop.end_chains(sorted(tp.partition for tp in revoked))
         self.loop.decider.recorded.forget(tp.partition for tp in revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
@@ -220,6 +257,7 @@ async def run_request_loop(cfg: Settings, state: WorkerState, assigned: asyncio.
     await producer.start()
     await consumer.start()
     commits = _Commits(consumer)
+    loop: RequestLoop | None = None
     try:
         await producer.partitions_for(config.TOPIC_DECISIONS)  # warm the metadata every reply is checked against
         same = len(await producer.partitions_for(config.TOPIC_AUDIT)) == len(
@@ -233,7 +271,8 @@ async def run_request_loop(cfg: Settings, state: WorkerState, assigned: asyncio.
         cluster = producer.client.cluster
         routes = ReplyRoutes(cfg, cluster, request_lookup=lambda topic: producer.client.add_topic(topic))
         decider = Decider(state, cfg.worker_id, routes, audit_on_request_partition=same,
-                          request_limits=cfg.request_limits)
+                          request_limits=cfg.request_limits, chains=audit_chains(cfg),
+                          redactor=Redactor(cfg.redact_attributes))
         loop = RequestLoop(decider, KafkaBatchProducer(producer))
         busy = asyncio.Lock()
         rebalance = _Rebalance(cfg, consumer, loop, commits, busy, assigned, same)
@@ -241,6 +280,8 @@ async def run_request_loop(cfg: Settings, state: WorkerState, assigned: asyncio.
         while True:
             fetched = await consumer.getmany(timeout_ms=1000, max_records=cfg.worker_batch_max)
             if not fetched:
+                async with busy:
+                    await loop.checkpoint()
                 continue
             await rebalance.settled.wait()
             fetched = {tp: rs for tp, rs in fetched.items() if tp in consumer.assignment()}
@@ -253,7 +294,10 @@ async def run_request_loop(cfg: Settings, state: WorkerState, assigned: asyncio.
                 await loop.process(msgs)
                 # Everything fetched is answered (or failed closed): these offsets may be committed.
                 commits.record(fetched, loop.audit_end)
+                await loop.checkpoint()
     finally:
+        if loop is not None:
+            await loop.end_chains()
         await commits.close()
         await consumer.stop()
         await producer.stop()

@@ -21,10 +21,12 @@ from typing import Any
 
 from streams import config
 from streams.config import DEFAULT_REQUEST_LIMITS, RequestLimits
-from streams.contracts import limits, wire
+from streams.contracts import audit_chain, limits, splice, wire
 from streams.contracts.dlq import dead_letter_headers
+from streams.contracts.redact import Redactor
 from streams.model import AccessRequest, Decision, ReasonCode
 from streams.policy import evaluate
+from streams.worker.chain import AuditChains
 from streams.worker.recorded import RecordedDecisions
 from streams.worker.state import WorkerState
 
@@ -100,6 +102,8 @@ class Decider:
         audit_on_request_partition: bool = False,
         recorded: RecordedDecisions | None = None,
         request_limits: RequestLimits = DEFAULT_REQUEST_LIMITS,
+        chains: AuditChains | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.state = state
         self.worker_id = worker_id
@@ -112,6 +116,10 @@ class Decider:
         self.recorded = recorded if recorded is not None else RecordedDecisions()
         #: past these a request is denied request_too_large and audited as a shrunk copy
         self.limits = request_limits
+        #: the worker's audit hash chains (streams/worker/chain.py); None: audit records carry no chain link
+        self.chains = chains
+        #: secret attribute values replaced before the request is audited (streams/contracts/redact.py)
+        self.redactor = redactor if redactor is not None else Redactor()
         self._log_dead_letter = _EverySecond()
 
     def decide_batch(self, msgs: Sequence[Incoming]) -> list[Planned]:
@@ -176,6 +184,9 @@ class Decider:
         decision_msg = wire.encode("Decision", decision.to_dict(), trusted=True)
         planned = Planned(rid)
         raw_request = None if too_large is not None else msg.value
+        audited_request = self.redactor.redact(request_dict)
+        if audited_request is not None:  # secrets never reach the audit trail: audit the redacted copy
+            request_dict, raw_request = audited_request, None
         planned.audit = self._audit(msg, raw_request, request_dict, decision, decision_msg, identity, received_at)
         if route_problem is None:
             key = rid.encode()
@@ -198,6 +209,7 @@ class Decider:
     ) -> Out:
         decided_at = self.clock()
         identity_msg = self.state.identity_messages.get(str(request_dict["identity_id"])) if identity else None
+        chains = self.chains
         audit = None if raw_request is None else wire.splice_audit_record(
             raw_request,
             identity_msg,
@@ -209,10 +221,59 @@ class Decider:
             source_offset=msg.offset,
             worker_id=self.worker_id,
         )
+        link = None
         if audit is None:  # a shrunk request, or a part in another schema version: encode the ordinary way
             audit = self._encode_audit(request_dict, decision, identity, received_at, decided_at, msg)
+            if chains is not None:  # hash what was encoded, as it decodes (the rare path: it may decode)
+                request_digest, body_digest = audit_chain.record_digests(wire.decode_as("AuditRecord", audit))
+                link, field_bytes = chains.link(msg.topic, msg.partition, request_digest, body_digest)
+                audit = splice.with_chain(audit, field_bytes)
+        elif chains is not None:  # the hot path: hash the values the spliced bytes hold, without decoding them
+            link, field_bytes = chains.link(
+                msg.topic,
+                msg.partition,
+                audit_chain.digest(request_dict),
+                self._body_digest(request_dict, decision, identity_msg, received_at, decided_at, msg),
+            )
+            audit = splice.with_chain(audit, field_bytes)
         partition = msg.partition if self.audit_on_request_partition else None
-        return Out(config.TOPIC_AUDIT, str(request_dict.get("request_id") or "").encode(), audit, partition)
+        out = Out(config.TOPIC_AUDIT, str(request_dict.get("request_id") or "").encode(), audit, partition)
+        if link is not None and chains is not None:
+            chains.track(out, link)
+        return out
+
+    def _body_digest(
+        self,
+        request_dict: dict[str, Any],
+        decision: Decision,
+        identity_msg: bytes | None,
+        received_at: datetime,
+        decided_at: datetime,
+        msg: Incoming,
+    ) -> bytes:
+        """audit_chain.body of a spliced record, from the objects its parts were encoded from."""
+        assert self.chains is not None
+        return audit_chain.digest(
+            audit_chain.body(
+                None if identity_msg is None else self.chains.identity_digest(
+                    str(request_dict["identity_id"]), identity_msg
+                ),
+                decision.decision,
+                [[r.code, r.message, r.policy or "", r.rule or ""] for r in decision.reasons],
+                decision.matched_rules,
+                decision.obligations,
+                [[m.policy, m.rule, m.effect, m.reason_code] for m in decision.monitor],
+                decision.bundle_version,
+                decision.eval_us,
+                audit_chain.micros(decision.evaluated_at),
+                audit_chain.micros(received_at),
+                audit_chain.micros(decided_at),
+                self.worker_id or decision.worker_id,
+                msg.topic,
+                msg.partition,
+                msg.offset,
+            )
+        )
 
     def _encode_audit(
         self,

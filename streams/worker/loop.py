@@ -17,6 +17,11 @@ Delivery, per fetch:
    ``pdp_timeout`` deny (fail closed);
 5. commit the fetched offsets once the replies are acknowledged.
 
+Every audit record carries its link in the worker's hash chain for its request partition (the Decider links
+it, streams/worker/chain.py); after step 3 the chains' durable heads move, and every few seconds (and on
+revoke/shutdown) :meth:`RequestLoop.checkpoint` produces their signed checkpoints to pdx.audit.checkpoints,
+never ahead of the audit records they cover.
+
 A crash before 5 redelivers the fetch (at least once): the audit table deduplicates by request_id and the
 client resolves each request once.
 """
@@ -28,6 +33,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from streams import config
 from streams.config import Settings, reply_topic_allowed
 from streams.errors import quote
 from streams.worker.decide import Decider, Incoming, Out, Planned
@@ -170,6 +176,40 @@ class RequestLoop:
         #: audit partition → the offset after this worker's last durable audit record there: the mark an
         #: offset commit carries (streams/worker/recorded.py)
         self.audit_end: dict[int, int] = {}
+        #: the decider's audit hash chains (streams/worker/chain.py), None when it chains nothing
+        self.chains = decider.chains
+
+    async def checkpoint(self, *, final: Sequence[int] = (), all_final: bool = False, force: bool = False) -> int:
+        """Produce the audit chains' checkpoints when due (or ``force``; ``final``/``all_final``: the chains of
+        those request partitions end), after the audit records they cover are durable (``process`` settles
+        them first). Returns how many were acknowledged; a failed one is produced again next time."""
+        chains = self.chains
+        if chains is None or not (force or final or all_final or chains.due()):
+            return 0
+        due = chains.checkpoints(final=final, all_final=all_final)
+        if not due:
+            return 0
+        acked = await self.sink.produce_all([Out(config.TOPIC_CHECKPOINTS, cp.key, cp.value) for cp in due])
+        done = [cp for cp, offset in zip(due, acked, strict=True) if offset is not None]
+        chains.anchored(done)
+        if len(done) < len(due):
+            log.warning("%d audit checkpoints were not acknowledged; retrying later", len(due) - len(done))
+        return len(done)
+
+    async def end_chains(self, partitions: Sequence[int] | None = None) -> None:
+        """The chains of these request partitions (every chain when None) end: a final checkpoint each, then
+        they are forgotten, so a later assignment of the partition starts a new chain. Never raises: a chain
+        that could not be ended just stops (verify reports its last records as not yet anchored)."""
+        if self.chains is None:
+            return
+        try:
+            if partitions is None:
+                await self.checkpoint(all_final=True)
+            elif partitions:
+                await self.checkpoint(final=partitions)
+        except Exception as exc:  # noqa: BLE001 - e.g. Kafka gone at shutdown
+            log.warning("could not produce the final audit checkpoints: %s", str(exc)[:200])
+        self.chains.end(partitions)
 
     async def process(self, msgs: Sequence[Incoming]) -> list[Planned]:
         """Decide one fetch and produce its records in the delivery order above (steps 2–4)."""
@@ -184,6 +224,8 @@ class RequestLoop:
             durable.add(id(p))
             if p.audit.partition is not None:
                 self.audit_end[p.audit.partition] = max(self.audit_end.get(p.audit.partition, 0), offset + 1)
+        if self.chains is not None:  # the chains' durable heads: what a checkpoint may cover
+            self.chains.settle(p.audit for p in audited if id(p) in durable)
         await self.sink.produce_all(
             [p.reply for p in planned if p.reply is not None and (p.audit is None or id(p) in durable)]
         )

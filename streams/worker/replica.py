@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from aiokafka import TopicPartition
@@ -28,7 +28,8 @@ from streams.kafka.state import wait_for_partitions
 
 log = logging.getLogger("pdx.replica")
 
-Apply = Callable[[bytes | None, bytes | None], None]
+#: ``apply(key, value, headers)``: headers carry the record's signature (streams/contracts/signing.py)
+Apply = Callable[[bytes | None, bytes | None, Sequence[tuple[str, bytes]] | None], None]
 
 
 class Record(Protocol):
@@ -38,6 +39,7 @@ class Record(Protocol):
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
 
 
 class CompactedReplica:
@@ -61,7 +63,7 @@ class CompactedReplica:
     def apply_records(self, records: Iterable[Record]) -> None:
         for msg in records:
             try:
-                self.apply(msg.key, msg.value)
+                self.apply(msg.key, msg.value, msg.headers)
             except Exception:
                 self.failed += 1
                 log.exception("%s[%d]@%d could not be applied", self.topic, msg.partition, msg.offset)

@@ -23,7 +23,8 @@ from streams import config as settings
 from streams.audit import avro_container
 from streams.audit.migrate import applied_versions, discover, migrate, params
 from streams.audit.queries import Audit
-from streams.audit.store import COLUMNS, AuditWriter, connect
+from streams.audit.store import COLUMNS as ALL_COLUMNS
+from streams.audit.store import AuditWriter, connect
 from streams.bench import synthetic
 from streams.bench.auditdb import AuditDB, fresh_database
 from streams.contracts import wire
@@ -110,8 +111,15 @@ def as_consumed(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def insert_rows(db: AuditDB, records: Sequence[Mapping[str, Any]]) -> None:
-    """The other way in (and the sink's before 004): rows mapped in Python by audit_row from consumed records."""
-    db.writer.insert(as_consumed(records))
+    """The other way in (and the sink's before 004): rows mapped in Python by audit_row from consumed records.
+    Without record_hash, which 006 adds (these records have no chain link, and the older tables no column)."""
+    rows = [row[: len(COLUMNS)] for row in db.writer.rows(as_consumed(records))]
+    db.client.insert(TABLE, rows, column_names=list(COLUMNS), database=db.database, settings={"async_insert": 0})
+
+
+#: The audit table's columns as of 005 (006 appends record_hash, the hash-chain hash).
+COLUMNS = tuple(c for c in ALL_COLUMNS if c != "record_hash")
+assert ALL_COLUMNS[: len(COLUMNS)] == COLUMNS
 
 
 PATHS: dict[str, Callable[[AuditDB, Sequence[Mapping[str, Any]]], None]] = {
@@ -324,11 +332,11 @@ def test_migrating_a_table_with_duplicates_collapses_them_and_keeps_every_reques
         before, months = snapshot(db, final=False), partitions(db)
         assert len(months) == 2  # the records span a month boundary
 
-        assert migrate(db.client, db.database) == ["005"]
+        assert migrate(db.client, db.database) == ["005", "006"]
 
         assert sorting_key(db) == NEW_KEY
         assert partitions(db) == months  # the same partition ids (YYYYMM) as before
-        assert sorted(applied_versions(db.client, db.database)) == ["001", "002", "003", "004", "005"]
+        assert sorted(applied_versions(db.client, db.database)) == ["001", "002", "003", "004", "005", "006"]
         assert f"{TABLE}_005" not in tables(db)
         assert db.count(final=True) == distinct
         assert snapshot(db, final=True) == first_decisions(before)  # every column, inserted_at included
@@ -342,7 +350,7 @@ def test_migrating_a_table_with_duplicates_collapses_them_and_keeps_every_reques
 
 def test_a_fresh_database_gets_the_new_table_with_working_views(db: AuditDB) -> None:
     assert sorting_key(db) == NEW_KEY
-    assert sorted(applied_versions(db.client, db.database)) == ["001", "002", "003", "004", "005"]
+    assert sorted(applied_versions(db.client, db.database)) == ["001", "002", "003", "004", "005", "006"]
     assert f"{TABLE}_005" not in tables(db)
     engine = db.client.query(
         "SELECT engine_full FROM system.tables WHERE database = {d:String} AND name = {t:String}",
@@ -378,7 +386,7 @@ def test_a_migration_interrupted_after_any_statement_can_be_repeated(ch_url: str
                 db.client.command(step.sql)
         assert "005" not in applied_versions(db.client, db.database)
 
-        assert migrate(db.client, db.database) == ["005"]
+        assert migrate(db.client, db.database) == ["005", "006"]
 
         assert sorting_key(db) == NEW_KEY and f"{TABLE}_005" not in tables(db)
         assert db.count(final=True) == distinct

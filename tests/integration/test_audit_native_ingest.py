@@ -113,7 +113,10 @@ def edge_records() -> list[dict[str, Any]]:
     whole = variant("edge-whole-seconds")
     whole["decided_at"] = whole["received_at"] = whole["decision"]["evaluated_at"] = datetime(2026, 5, 1, tzinfo=UTC)
     whole["request"]["occurred_at"] = datetime(2026, 4, 30, 23, 59, 59, tzinfo=UTC)
-    return [*recs, unknown, empty, monitor, text, control, creds, future, revoked, worker, whole]
+    chained = variant("edge-chained")
+    chained["chain"] = {"chain_id": "w/pdx.requests/0/1-ab", "seq": 3, "prev": bytes(range(32)),
+                        "request_digest": b"\x01" * 32, "body_digest": b"\x02" * 32, "hash": bytes(range(32, 64))}
+    return [*recs, unknown, empty, monitor, text, control, creds, future, revoked, worker, whole, chained]
 
 
 def as_consumed(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

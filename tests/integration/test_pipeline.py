@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from streams import config as settings
 from streams.audit.store import connect, wait_for_audit_rows
 from streams.client import Denied, PolicyClient, StepUpRequired
-from streams.contracts import wire
+from streams.contracts import signing, wire
 from streams.demo.runner import in_change_window, scenarios
 from streams.devservices import procs
 from streams.devservices.workers import spawn_worker
@@ -109,8 +109,11 @@ async def test_bad_bundle_never_replaces_a_good_one(client: PolicyClient) -> Non
     await producer.start()
     try:
         bad = wire.encode("PolicyBundle", {"version": "0" * 64, "created_at": datetime.now(UTC),
-                                           "published_by": "tests", "content": '{"policies": "not a list"}'})
-        await producer.send_and_wait(settings.TOPIC_POLICIES, bad, key=b"current")
+                                           "published_by": "tests", "content": '{"policies": "not a list"}',
+                                           "serial": 2**62})
+        # signed by the trusted policy key, and a high serial: it is refused because it does not compile
+        headers = signing.signing_key(settings.load(), signing.POLICY).headers(signing.POLICY, b"current", bad, 1)
+        await producer.send_and_wait(settings.TOPIC_POLICIES, bad, key=b"current", headers=headers)
     finally:
         await producer.stop()
     await asyncio.sleep(1.0)
@@ -245,7 +248,8 @@ async def _put_agent(ident: str) -> None:
         await put_identities(producer, [{
             "id": ident, "kind": "agent", "owner": "tests", "status": "active", "environments": ["production"],
             "scopes": [], "tags": ["production"], "approved_repositories": [], "risk_tier": "low",
-            "credentials": [], "attributes": {}, "updated_at": datetime.now(UTC)}])
+            "credentials": [], "attributes": {}, "updated_at": datetime.now(UTC)}],
+            signing.signing_key(settings.load(), signing.INVENTORY))
     finally:
         await producer.stop()
 

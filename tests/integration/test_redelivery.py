@@ -16,7 +16,7 @@ from aiokafka import TopicPartition
 from streams import config as settings
 from streams.audit.store import connect, wait_for_audit_rows
 from streams.client import PolicyClient
-from streams.contracts import wire
+from streams.contracts import signing, wire
 from streams.devservices import procs
 from streams.devservices.workers import spawn_worker, wait_until_ready
 from streams.kafka import clients
@@ -39,7 +39,7 @@ async def _put(status: str) -> None:
     try:
         await put_identities(producer, [Identity(
             id=IDENT, kind="agent", owner="tests", status=status, environments=["production"], tags=["production"],
-            updated_at=datetime.now(UTC)).to_dict()])
+            updated_at=datetime.now(UTC)).to_dict()], signing.signing_key(settings.load(), signing.INVENTORY))
     finally:
         await producer.stop()
 

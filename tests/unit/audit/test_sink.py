@@ -57,6 +57,8 @@ class FakeWriter:
     batches: list[tuple[int, str | None]] = field(default_factory=list)
     rejected: list[int] = field(default_factory=list)
     inserted_ids: list[str] = field(default_factory=list)
+    checkpoints: list[list[Any]] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)
 
     def insert_avro(self, container: bytes, *, token: str | None = None) -> None:
         if self.failures:
@@ -68,6 +70,14 @@ class FakeWriter:
             raise AuditRejectedError("Code: 1001. avro::Exception: Cannot have negative length")
         self.batches.append((len(ids), token))
         self.inserted_ids += ids
+        self.order.append("records")
+
+    def insert_checkpoints(self, rows: Sequence[Sequence[Any]], *, token: str | None = None) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("ClickHouse is down")
+        self.checkpoints += [list(r) for r in rows]
+        self.order.append("checkpoints")
 
 
 @dataclass
@@ -254,3 +264,34 @@ async def test_a_record_of_another_schema_goes_to_the_dlq() -> None:
     source, writer, dlq = FakeSource([[Rec(wire.encode("Decision", decision), offset=3)]]), FakeWriter(), FakeDlq()
     assert await s.step(source, writer, dlq)
     assert writer.batches == [] and b"expected a AuditRecord message" in dlq.sent[0][2]["error"]
+
+
+def checkpoint_message(seq: int) -> bytes:
+    return wire.encode("AuditCheckpoint", {
+        "chain_id": "w/pdx.requests/0/1-ab", "seq": seq, "head_hash": bytes(32), "final": False, "worker_id": "w",
+        "source_topic": config.TOPIC_REQUESTS, "source_partition": 0, "signed_at": datetime.now(UTC),
+        "key_id": "", "signature": b"",
+    })  # fmt: skip
+
+
+async def test_checkpoints_are_inserted_after_the_records_of_the_same_batch_then_committed() -> None:
+    s, _ = sink(max_rows=3)
+    cps = [Rec(checkpoint_message(2), offset=40, topic=config.TOPIC_CHECKPOINTS),
+           Rec(b"not a checkpoint", offset=41, topic=config.TOPIC_CHECKPOINTS)]  # fmt: skip
+    source, writer, dlq = FakeSource([audit_messages(3) + cps]), FakeWriter(), FakeDlq()
+    assert await s.step(source, writer, dlq)
+    assert writer.order == ["records", "checkpoints"] and source.commits == 1
+    [row] = writer.checkpoints
+    assert row[:3] == ["w/pdx.requests/0/1-ab", 2, "00" * 32] and row[-2:] == [0, 40]
+    [(_topic, value, headers)] = dlq.sent
+    assert value == b"not a checkpoint" and headers["source_topic"] == config.TOPIC_CHECKPOINTS.encode()
+
+
+async def test_checkpoints_alone_are_inserted_when_due_and_retried_while_clickhouse_is_down() -> None:
+    s, clock = sink(max_rows=3, wait_ms=1000)
+    cps = [Rec(checkpoint_message(7), offset=3, topic=config.TOPIC_CHECKPOINTS)]
+    source, writer, dlq = FakeSource([cps, []]), FakeWriter(failures=2), FakeDlq()
+    assert not await s.step(source, writer, dlq)  # not due yet
+    clock.t += 1.5
+    assert await s.step(source, writer, dlq)
+    assert writer.order == ["checkpoints"] and s.checkpoints_inserted == 1 and source.commits == 1

@@ -5,16 +5,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 from streams import config as settings
+from streams.contracts import signing
 from streams.devservices.procs import free_port
+
+_KEYS_DIR = tempfile.mkdtemp(prefix="pdx-cli-keys-")  # signing keys, so commands get as far as Kafka
 
 
 def _pdx(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, settings.ENV_KAFKA_BOOTSTRAP: f"127.0.0.1:{free_port()}",
-           settings.ENV_CLICKHOUSE_URL: f"http://127.0.0.1:{free_port()}"}
+           settings.ENV_CLICKHOUSE_URL: f"http://127.0.0.1:{free_port()}", settings.ENV_KEYS_DIR: _KEYS_DIR}
+    signing.ensure_dev_keys(settings.Settings.from_env(env))
     return subprocess.run([sys.executable, "-m", "streams.cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=120, check=False)
 

@@ -101,7 +101,7 @@ def _render(avro_type: Any) -> str:
         return f"map<{_render(avro_type['values'])}>"
     if kind == "enum":
         return f"enum {avro_type['name']}"
-    if kind == "record":
+    if kind in ("record", "fixed"):
         return str(avro_type["name"])
     return _render(kind)
 
@@ -118,6 +118,8 @@ RECORDS = [
     "MonitorOutcome",
     "PolicyBundle",
     "AuditRecord",
+    "ChainLink",
+    "AuditCheckpoint",
 ]
 
 

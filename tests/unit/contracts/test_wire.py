@@ -150,6 +150,29 @@ def full_audit() -> dict[str, Any]:
         "source_partition": 3,
         "source_offset": 2**40,
         "worker_id": "worker-1",
+        "chain": {
+            "chain_id": "worker-1/pdx.requests/3/1764672000000-0a1b2c3d",
+            "seq": 2**33,
+            "prev": bytes(range(32)),
+            "request_digest": b"\x01" * 32,
+            "body_digest": b"\x02" * 32,
+            "hash": b"\xff" * 32,
+        },
+    }
+
+
+def full_checkpoint() -> dict[str, Any]:
+    return {
+        "chain_id": "worker-1/pdx.requests/3/1764672000000-0a1b2c3d",
+        "seq": 41,
+        "head_hash": b"\xab" * 32,
+        "final": True,
+        "worker_id": "worker-1",
+        "source_topic": "pdx.requests",
+        "source_partition": 3,
+        "signed_at": T_MS,
+        "key_id": "0123456789abcdef",
+        "signature": b"\x07" * 64,
     }
 
 
@@ -186,7 +209,8 @@ def minimal_approval() -> dict[str, Any]:
 
 
 def full_bundle() -> dict[str, Any]:
-    return {"version": "ab" * 32, "created_at": T_MS, "published_by": "ci", "content": '{"policies": []}'}
+    return {"version": "ab" * 32, "created_at": T_MS, "published_by": "ci", "content": '{"policies": []}',
+            "serial": 1_700_000_000_000}
 
 
 # What decoding the minimal objects must give: every omitted field at its schema default.
@@ -236,6 +260,7 @@ FULL: dict[str, Callable[[], dict[str, Any]]] = {
     "Approval": full_approval,
     "PolicyBundle": full_bundle,
     "AuditRecord": full_audit,
+    "AuditCheckpoint": full_checkpoint,
 }
 MINIMAL: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str, Any]]]] = {
     "Identity": (minimal_identity, lambda: {**minimal_identity(), **IDENTITY_DEFAULTS}),
@@ -250,7 +275,12 @@ MINIMAL: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str, An
             "request": expected_minimal_request(),
             "identity": None,
             "decision": expected_minimal_decision(),
+            "chain": None,
         },
+    ),
+    "AuditCheckpoint": (
+        lambda: {k: v for k, v in full_checkpoint().items() if k != "final"},
+        lambda: {**full_checkpoint(), "final": False},
     ),
 }
 
@@ -258,7 +288,7 @@ MINIMAL: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str, An
 # ---- round trips --------------------------------------------------------------------------------------
 
 
-def test_known_schemas_are_the_six_contracts() -> None:
+def test_known_schemas_are_the_seven_contracts() -> None:
     assert set(wire.known_schemas()) == set(FULL)
 
 

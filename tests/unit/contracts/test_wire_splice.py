@@ -53,3 +53,36 @@ def test_splice_declines_parts_of_another_schema() -> None:
     assert wire.splice_audit_record(foreign, None, wire.encode("Decision", decision.to_dict()),
                                     received_at=record["received_at"], decided_at=record["decided_at"],
                                     source_topic="t", source_partition=0, source_offset=0, worker_id="w") is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(min_size=1, max_size=60), st.integers(0, 2**62), st.binary(min_size=32, max_size=32),
+       st.binary(min_size=32, max_size=32), st.booleans())
+def test_splice_with_a_chain_link_equals_encode(chain_id: str, seq: int, digest: bytes, prev: bytes,
+                                                with_identity: bool) -> None:
+    from streams.contracts import splice
+
+    request, identity, decision, record = _parts("rid", 5, 1, 123, with_identity)
+    link = {"chain_id": chain_id, "seq": seq, "prev": prev, "request_digest": digest, "body_digest": digest[::-1],
+            "hash": bytes(b ^ 0x5A for b in digest)}
+    encoded_link = splice.encode_chain(chain_id, seq, prev, link["request_digest"], link["body_digest"], link["hash"])
+    parts = (wire.encode("AccessRequest", request.to_dict()),
+             wire.encode("Identity", identity.to_dict()) if identity else None,
+             wire.encode("Decision", decision.to_dict()))
+    kw = dict(received_at=record["received_at"], decided_at=record["decided_at"], source_topic=record["source_topic"],
+              source_partition=1, source_offset=5, worker_id=record["worker_id"])
+    spliced = wire.splice_audit_record(*parts, **kw, chain=encoded_link)  # type: ignore[arg-type]
+    assert spliced == wire.encode("AuditRecord", {**record, "chain": link})
+    unchained = wire.splice_audit_record(*parts, **kw)  # type: ignore[arg-type]
+    assert unchained == wire.encode("AuditRecord", record)
+    assert splice.with_chain(unchained, encoded_link) == spliced  # type: ignore[arg-type]
+
+
+def test_audit_records_written_before_the_chain_still_decode() -> None:
+    """AuditRecord before the `chain` field (fingerprint 0x7429417d465beffc) is a registered writer schema."""
+    _, _, _, record = _parts("old", 1, 0, 0, True)
+    current = wire.encode("AuditRecord", record)
+    assert current.endswith(b"\x00")  # chain: null, the last field
+    old_header = b"\xc3\x01" + (0x7429417d465beffc).to_bytes(8, "little")
+    old = old_header + current[10:-1]  # the old schema's body is the current one without the last field
+    assert wire.decode_as("AuditRecord", old) == {**wire.decode_as("AuditRecord", current), "chain": None}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from streams import config
-from streams.contracts import wire
+from streams.contracts import signing, wire
 from streams.model import Identity
 from streams.model.inventory_file import read_inventory
 from streams.policy import bundle_version, load_policy_dir
@@ -73,7 +74,34 @@ class FakeMetadata:
         return self.topics.get(topic)
 
 
-def bundle_message(content: str, version: str | None = None) -> bytes:
+#: The unit tests' own signing keys, one per kind, and a trust list holding them.
+TEST_KEYS = {kind: signing.SigningKey.generate() for kind in signing.KINDS}
+TEST_TRUST = signing.TrustedKeys({kind: [key.public] for kind, key in TEST_KEYS.items()})
+_signed_at = itertools.count(1_700_000_000_000)
+
+
+def signed(kind: str, key: bytes | None, value: bytes | None, at_ms: int | None = None) -> list[tuple[str, bytes]]:
+    """Headers signing a state record with the test key of ``kind`` (each call signs later than the last)."""
+    return TEST_KEYS[kind].headers(kind, key, value, next(_signed_at) if at_ms is None else at_ms)
+
+
+def trusted_state() -> WorkerState:
+    return WorkerState(TEST_TRUST)
+
+
+def apply_identity(state: WorkerState, key: bytes | None, value: bytes | None) -> None:
+    state.apply_identity(key, value, signed(signing.INVENTORY, key, value))
+
+
+def apply_approval(state: WorkerState, key: bytes | None, value: bytes | None) -> None:
+    state.apply_approval(key, value, signed(signing.APPROVAL, key, value))
+
+
+def apply_bundle(state: WorkerState, value: bytes | None) -> None:
+    state.apply_bundle(b"current", value, signed(signing.POLICY, b"current", value))
+
+
+def bundle_message(content: str, version: str | None = None, serial: int = 1) -> bytes:
     return wire.encode(
         "PolicyBundle",
         {
@@ -81,6 +109,7 @@ def bundle_message(content: str, version: str | None = None) -> bytes:
             "created_at": datetime.now(UTC),
             "published_by": "tests",
             "content": content,
+            "serial": serial,
         },
     )
 
@@ -102,8 +131,8 @@ def demo_identities() -> dict[str, Identity]:
 @pytest.fixture
 def loaded_state(shipped_bundle: bytes, demo_identities: dict[str, Identity]) -> WorkerState:
     """A WorkerState fed the shipped policies and the demo inventory, as the replicas would feed it."""
-    state = WorkerState()
-    state.apply_bundle(b"current", shipped_bundle)
+    state = trusted_state()
+    apply_bundle(state, shipped_bundle)
     for ident in demo_identities.values():
-        state.apply_identity(ident.id.encode(), identity_message(ident))
+        apply_identity(state, ident.id.encode(), identity_message(ident))
     return state

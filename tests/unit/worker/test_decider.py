@@ -14,7 +14,7 @@ from streams.model import AccessRequest, RequestContext, Resource
 from streams.worker.decide import Decider, Incoming
 from streams.worker.loop import ReplyRoutes, RequestLoop
 from streams.worker.state import WorkerState
-from tests.unit.worker.conftest import FakeMetadata, FakeProducer
+from tests.unit.worker.conftest import FakeMetadata, FakeProducer, apply_identity, trusted_state
 
 CONFIG_READ = Resource(id="feature-flags", type="config", environment="production", sensitivity="internal")
 
@@ -115,9 +115,9 @@ async def test_expired_deadline_fails_closed(loaded_state: WorkerState) -> None:
 
 
 async def test_no_policy_loaded_is_a_deny(demo_identities: Any) -> None:
-    state = WorkerState()  # identities but no bundle
+    state = trusted_state()  # identities but no bundle
     ident = demo_identities["agent-config-bot"]
-    state.apply_identity(ident.id.encode(), wire.encode("Identity", ident.to_dict()))
+    apply_identity(state, ident.id.encode(), wire.encode("Identity", ident.to_dict()))
     assert reason(await decide(state, encoded())) == ("deny", "no_policy_loaded")
 
 
@@ -125,7 +125,7 @@ async def test_suspension_applies_to_the_next_request(loaded_state: WorkerState,
     ident = demo_identities["agent-config-bot"]
     assert reason(await decide(loaded_state, encoded()))[0] == "allow"
     suspended = {**ident.to_dict(), "status": "suspended"}
-    loaded_state.apply_identity(ident.id.encode(), wire.encode("Identity", suspended))
+    apply_identity(loaded_state, ident.id.encode(), wire.encode("Identity", suspended))
     assert reason(await decide(loaded_state, encoded())) == ("deny", "identity_suspended")
 
 
@@ -296,3 +296,16 @@ def test_dead_letter_logging_is_at_most_one_line_a_second(caplog: pytest.LogCapt
         limiter(msg, "bad")
     assert len(caplog.records) == 2
     assert "and 499 more" in caplog.records[1].getMessage()
+
+
+async def test_secrets_in_attributes_are_redacted_in_the_audit_record_not_in_the_decision(
+    loaded_state: WorkerState,
+) -> None:
+    secret = "Bearer abcdefghijklmnopqrstuvwxyz"
+    ctx = RequestContext(attributes={"authorization": secret, "ticket": "CHG-1"})
+    out = await decide(loaded_state, encoded(context=ctx))
+    audited = wire.decode_as("AuditRecord", out.on(config.TOPIC_AUDIT)[0].value)
+    attrs = audited["request"]["context"]["attributes"]
+    assert attrs["ticket"] == "CHG-1" and attrs["authorization"].startswith("[redacted:sha256:")
+    assert secret.encode() not in out.on(config.TOPIC_AUDIT)[0].value
+    assert reason(out) == audited_reason(out) == ("allow", "config_read")

@@ -11,7 +11,7 @@ from streams.worker.decide import Decider
 from streams.worker.loop import ReplyRoutes, RequestLoop
 from streams.worker.recorded import RecordedDecisions, consumer_commits, format_mark, parse_mark
 from streams.worker.state import WorkerState
-from tests.unit.worker.conftest import FakeMetadata, FakeProducer
+from tests.unit.worker.conftest import FakeMetadata, FakeProducer, apply_identity
 from tests.unit.worker.test_decider import encoded, incoming, reason
 
 
@@ -24,7 +24,7 @@ def worker(state: WorkerState, recorded: RecordedDecisions | None = None) -> tup
 
 def suspend(state: WorkerState, demo_identities: Any, identity: str = "agent-config-bot") -> None:
     suspended = {**demo_identities[identity].to_dict(), "status": "suspended"}
-    state.apply_identity(identity.encode(), wire.encode("Identity", suspended))
+    apply_identity(state, identity.encode(), wire.encode("Identity", suspended))
 
 
 async def test_a_redelivered_batch_repeats_its_recorded_decisions_and_is_audited_once(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from streams import config
 from streams.worker.replica import CompactedReplica
@@ -14,12 +15,14 @@ class Rec:
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=lambda: [("pdx-sig", b"s")])
 
 
 def _replica(applied: list[tuple[bytes | None, bytes | None]]) -> CompactedReplica:
-    def apply(key: bytes | None, value: bytes | None) -> None:
+    def apply(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None) -> None:
         if value == b"boom":
             raise RuntimeError("cannot apply")
+        assert headers == [("pdx-sig", b"s")]  # the signature headers reach the applier
         applied.append((key, value))
 
     return CompactedReplica(config.load(), config.TOPIC_INVENTORY, apply, "test")
