@@ -109,6 +109,12 @@ DEFAULT_REPLY_TOPICS = (TOPIC_DECISIONS, "pdx.replies.*")
 # ---- ClickHouse ---------------------------------------------------------------------------------
 CLICKHOUSE_DATABASE = "pdx"
 AUDIT_TABLE = "audit_decisions"
+#: The ClickHouse roles pdx connects as (streams.audit.store.connect(role=...)) and the dev server's user of each:
+#: admin runs migrations (DDL), sink inserts audit rows, reader only SELECTs (investigators, reports, Grafana).
+CLICKHOUSE_ROLES = ("admin", "sink", "reader")
+CLICKHOUSE_DEV_USERS = {"admin": "pdx_admin", "sink": "pdx_sink", "reader": "pdx_reader"}
+#: Where `pdx dev up` keeps the dev server's generated ClickHouse passwords (0600), relative to the state dir.
+CLICKHOUSE_CREDENTIALS_FILE = Path("clickhouse") / "credentials.json"
 
 # ---- environment variables ----------------------------------------------------------------------
 ENV_KAFKA_BOOTSTRAP = "PDX_KAFKA_BOOTSTRAP"
@@ -165,6 +171,19 @@ ENV_KAFKA_SASL_PASSWORD = "PDX_KAFKA_SASL_PASSWORD"  # noqa: S105 - the variable
 ENV_KAFKA_SSL_CAFILE = "PDX_KAFKA_SSL_CAFILE"
 ENV_KAFKA_SSL_CERTFILE = "PDX_KAFKA_SSL_CERTFILE"
 ENV_KAFKA_SSL_KEYFILE = "PDX_KAFKA_SSL_KEYFILE"
+#: ClickHouse login for every role (``PDX_CLICKHOUSE_USER`` / ``PDX_CLICKHOUSE_PASSWORD``), or for one role
+#: (``PDX_CLICKHOUSE_ADMIN_USER`` / ``PDX_CLICKHOUSE_ADMIN_PASSWORD``, ``..._SINK_...``, ``..._READER_...``)
+ENV_CLICKHOUSE_USER = "PDX_CLICKHOUSE_USER"
+ENV_CLICKHOUSE_PASSWORD = "PDX_CLICKHOUSE_PASSWORD"  # noqa: S105 - the variable's name, not a secret
+ENV_CLICKHOUSE_ROLE_PREFIX = "PDX_CLICKHOUSE_"
+ENV_CLICKHOUSE_ADMIN_USER = "PDX_CLICKHOUSE_ADMIN_USER"
+ENV_CLICKHOUSE_ADMIN_PASSWORD = "PDX_CLICKHOUSE_ADMIN_PASSWORD"  # noqa: S105
+ENV_CLICKHOUSE_SINK_USER = "PDX_CLICKHOUSE_SINK_USER"
+ENV_CLICKHOUSE_SINK_PASSWORD = "PDX_CLICKHOUSE_SINK_PASSWORD"  # noqa: S105
+ENV_CLICKHOUSE_READER_USER = "PDX_CLICKHOUSE_READER_USER"
+ENV_CLICKHOUSE_READER_PASSWORD = "PDX_CLICKHOUSE_READER_PASSWORD"  # noqa: S105
+#: a dev credentials file (what `pdx dev up` writes; default <state_dir>/clickhouse/credentials.json)
+ENV_CLICKHOUSE_CREDENTIALS = "PDX_CLICKHOUSE_CREDENTIALS"
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -239,6 +258,12 @@ class Settings:
     ``streams.worker.app.build_app``), so tests build them from a Settings of their own instead of patching
     the environment, and a wrong value fails at start with the variable's name, not deep in a client.
     No other module reads ``os.environ`` for pdx settings.
+
+    ClickHouse logins are per role (``admin`` migrates, ``sink`` inserts audit records, ``reader`` only reads;
+    see :meth:`clickhouse_login`): ``PDX_CLICKHOUSE_<ROLE>_USER`` / ``_PASSWORD`` for one role,
+    ``PDX_CLICKHOUSE_USER`` / ``PDX_CLICKHOUSE_PASSWORD`` for all of them, else the credentials file that
+    ``pdx dev up`` writes (``PDX_CLICKHOUSE_CREDENTIALS``, default ``<state_dir>/clickhouse/credentials.json``),
+    else the server's ``default`` user without a password. A user in ``PDX_CLICKHOUSE_URL`` wins over all.
     """
 
     state_dir: Path
@@ -277,6 +302,11 @@ class Settings:
     trusted_key_files: Mapping[str, tuple[Path, ...]] = field(default_factory=dict)
     #: per kind, the private key file that signs it (from PDX_SIGNING_KEY_<KIND>); default <keys_dir>/<kind>.key
     signing_key_files: Mapping[str, Path] = field(default_factory=dict)
+    #: ClickHouse logins from the environment: per role (PDX_CLICKHOUSE_<ROLE>_USER/_PASSWORD) and, under
+    #: ``"*"``, for every role (PDX_CLICKHOUSE_USER/_PASSWORD); see :meth:`clickhouse_login` for the order
+    clickhouse_logins: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    #: the dev credentials file (PDX_CLICKHOUSE_CREDENTIALS); None: <state_dir>/clickhouse/credentials.json
+    clickhouse_credentials: Path | None = None
     #: attribute-name patterns redacted from audit records (values shaped like JWTs / bearer tokens always are)
     redact_attributes: tuple[str, ...] = DEFAULT_REDACT_ATTRIBUTES
 
@@ -327,6 +357,8 @@ class Settings:
                 for kind in SIGNED_KINDS
                 if (raw := e.text(ENV_SIGNING_KEY_PREFIX + kind.upper(), ""))
             },
+            clickhouse_logins=_clickhouse_logins(e),
+            clickhouse_credentials=Path(raw) if (raw := e.text(ENV_CLICKHOUSE_CREDENTIALS, "")) else None,
         )
 
     @property
@@ -337,6 +369,67 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (e.g. ``cfg.replace(worker_id="w2")``)."""
         return dataclasses.replace(self, **changes)
+
+    def clickhouse_login(self, role: str, url: str | None = None) -> tuple[str, str] | None:
+        """(user, password) for a ClickHouse role (one of :data:`CLICKHOUSE_ROLES`), or None: the server's
+        ``default`` user without a password (what pdx did before roles existed).
+
+        Found in this order (the first that has one wins; credentials in the URL itself,
+        ``http://user:password@host:port``, win over all of these, see streams.audit.store.connect):
+
+        1. ``PDX_CLICKHOUSE_<ROLE>_USER`` / ``PDX_CLICKHOUSE_<ROLE>_PASSWORD`` (e.g. ``PDX_CLICKHOUSE_READER_USER``);
+        2. ``PDX_CLICKHOUSE_USER`` / ``PDX_CLICKHOUSE_PASSWORD`` (one login for every role);
+        3. the dev credentials file written by ``pdx dev up`` (``PDX_CLICKHOUSE_CREDENTIALS``, default
+           ``<state_dir>/clickhouse/credentials.json``), used only when it belongs to the server ``url`` points
+           at (same host and port), so a stale file never sends its passwords to another server.
+        """
+        if role not in CLICKHOUSE_ROLES:
+            raise ConfigError(f"unknown ClickHouse role {role!r}: one of {', '.join(CLICKHOUSE_ROLES)}")
+        for key in (role, "*"):
+            if key in self.clickhouse_logins:
+                return self.clickhouse_logins[key]
+        return dev_clickhouse_login(
+            self.clickhouse_credentials or self.state_dir / CLICKHOUSE_CREDENTIALS_FILE,
+            role,
+            url or self.clickhouse_url,
+        )
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url if "://" in url else f"http://{url}")
+    host = parsed.hostname or ""
+    return ("127.0.0.1" if host == "localhost" else host), parsed.port or (8443 if parsed.scheme == "https" else 8123)
+
+
+def dev_clickhouse_login(path: Path, role: str, url: str) -> tuple[str, str] | None:
+    """The role's login from a dev credentials file (``{"url": ..., "users": {role: {"user", "password"}}}``),
+    when the file exists and belongs to the server at ``url``; else None."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+        if _host_port(str(data["url"])) != _host_port(url):
+            return None
+        entry = data["users"][role]
+        return str(entry["user"]), str(entry["password"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _clickhouse_logins(e: _Env) -> dict[str, tuple[str, str]]:
+    logins: dict[str, tuple[str, str]] = {}
+    for key, prefix in [(r, f"{ENV_CLICKHOUSE_ROLE_PREFIX}{r.upper()}_") for r in CLICKHOUSE_ROLES] + [
+        ("*", ENV_CLICKHOUSE_ROLE_PREFIX)
+    ]:
+        user = e.text(prefix + "USER", "")
+        password = e.text(prefix + "PASSWORD", "")
+        if password and not user:
+            raise ConfigError(f"{prefix}PASSWORD is set but {prefix}USER is not: set both, or neither")
+        if user:
+            logins[key] = (user, password)
+    return logins
 
 
 def _request_limits(e: _Env) -> RequestLimits:

@@ -35,10 +35,11 @@ def _local(tmp: Path) -> Iterator[Services]:
     ports = Ports.free()
     # state records are signed: this run's keys, trusted by the workers the tests start (they inherit the env)
     keys = {settings.ENV_KEYS_DIR: str(tmp / "keys")}
-    saved = {k: os.environ.get(k) for k in {**ports.env(), **keys}}
+    # the dev ClickHouse has a login per role: stack.env() points pdx at this stack's credentials file
+    saved = {k: os.environ.get(k) for k in {**ports.env(), **keys, settings.ENV_CLICKHOUSE_CREDENTIALS: ""}}
     try:
         stack.up(("kafka", "clickhouse"), ports)
-        os.environ.update(ports.env())
+        os.environ.update(stack.env(ports))
         os.environ.update(keys)
         ensure_dev_keys(settings.load())
         yield Services(f"127.0.0.1:{ports.kafka}", f"http://127.0.0.1:{ports.clickhouse_http}", "local", stack)

@@ -220,3 +220,30 @@ def reconcile_ttl(client: Any, database: str, ttl_days: int, audit_table: str = 
         client.command(f"ALTER TABLE {database}.{table} MODIFY TTL {expr} + INTERVAL {int(ttl_days)} DAY")
         changed.append(table)
     return changed
+
+
+def migrate_schema(url: str | None = None, *, ttl_days: int | None = None) -> list[str]:
+    """Apply pending audit migrations as the ``admin`` role (what the audit sink does before inserting as the
+    ``sink`` role). When the admin login is missing or lacks the privileges (a least-privilege deployment that gives
+    the sink only its own login and runs ``pdx audit migrate`` separately), nothing is migrated and ``[]`` is
+    returned: the sink's inserts then tell whether the schema is there. Unreachable servers still raise."""
+    import logging
+
+    from streams.audit.store import ClickHouseError, connect, denies_access, refuses_login
+
+    try:
+        client = connect(url, role="admin")
+    except UserError as exc:
+        if not isinstance(exc.__cause__, ClickHouseError) or not refuses_login(exc.__cause__):
+            raise
+        logging.getLogger(__name__).warning("not migrating the audit schema: %s", exc)
+        return []
+    try:
+        return migrate(client, ttl_days=ttl_days)
+    except Exception as exc:
+        if not denies_access(exc):
+            raise
+        logging.getLogger(__name__).warning("not migrating the audit schema (the admin login may not): %s", exc)
+        return []
+    finally:
+        client.close()

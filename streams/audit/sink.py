@@ -236,14 +236,16 @@ class AuditSink:
         self.checkpoints_inserted = 0
 
     async def _connect(self) -> Writer:
-        from streams.audit.migrate import migrate
+        from streams.audit.migrate import migrate_schema
         from streams.audit.store import AuditWriter, connect
 
         delay = 0.5
         while True:
             try:
-                client = await asyncio.to_thread(connect, self.settings.clickhouse_url)
-                await asyncio.to_thread(migrate, client, ttl_days=self.settings.audit_ttl_days)
+                client = await asyncio.to_thread(connect, self.settings.clickhouse_url, role="sink")
+                await asyncio.to_thread(
+                    migrate_schema, self.settings.clickhouse_url, ttl_days=self.settings.audit_ttl_days
+                )
                 log.info("audit sink connected to ClickHouse at %s", self.settings.clickhouse_url)
                 return AuditWriter(client)
             except Exception as exc:  # noqa: BLE001 - keep trying; decisions do not wait for ClickHouse

@@ -155,24 +155,32 @@ def unreachable(url: str) -> UserError:
     )
 
 
-def connect(url: str | None = None, *, database: str | None = None, **kwargs: Any) -> Client:
-    """A clickhouse-connect client for ``url`` (default: settings' PDX_CLICKHOUSE_URL / dev port).
+def connect(url: str | None = None, *, database: str | None = None, role: str = "admin", **kwargs: Any) -> Client:
+    """A clickhouse-connect client for ``url`` (default: settings' PDX_CLICKHOUSE_URL / dev port), logged in
+    as ``role`` (``admin``: migrations and DDL; ``sink``: inserts audit rows; ``reader``: SELECT only).
 
-    URL form: ``http[s]://[user[:password]@]host[:port][/database]``. Raises :class:`UserError` if the server
-    cannot be reached.
+    URL form: ``http[s]://[user[:password]@]host[:port][/database]``. A URL with a user logs in as that user;
+    otherwise the role's login comes from :meth:`streams.config.Settings.clickhouse_login` (environment, then
+    the dev credentials file of ``pdx dev up``), else the ``default`` user without a password. Raises
+    :class:`UserError` if the server cannot be reached.
     """
     if clickhouse_connect is None:  # pragma: no cover
         raise UserError("clickhouse-connect is not installed: pip install clickhouse-connect")
-    url = url or config.load().clickhouse_url
+    settings = config.load()
+    url = url or settings.clickhouse_url
     parsed = urlparse(url if "://" in url else f"http://{url}")
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise UserError(f"invalid ClickHouse URL {url!r}: expected http://host:port")
+    if parsed.username:
+        username, password = unquote(parsed.username), unquote(parsed.password) if parsed.password else ""
+    else:
+        username, password = settings.clickhouse_login(role, url) or ("default", "")
     opts: dict[str, Any] = {
         "host": parsed.hostname,
         "port": parsed.port or (8443 if parsed.scheme == "https" else 8123),
         "secure": parsed.scheme == "https",
-        "username": unquote(parsed.username) if parsed.username else "default",
-        "password": unquote(parsed.password) if parsed.password else "",
+        "username": username,
+        "password": password,
         "connect_timeout": 5,
         "send_receive_timeout": 300,
         "compress": False,
@@ -189,9 +197,40 @@ def connect(url: str | None = None, *, database: str | None = None, **kwargs: An
             raise UserError(
                 f"ClickHouse database {opts.get('database')!r} does not exist: run `pdx audit migrate`"
             ) from exc
+        if refuses_login(exc):
+            raise UserError(
+                f"ClickHouse at {url} refused the login of user {username!r} (role {role}): set "
+                f"{config.ENV_CLICKHOUSE_ROLE_PREFIX}{role.upper()}_USER/_PASSWORD or {config.ENV_CLICKHOUSE_USER}/"
+                f"{config.ENV_CLICKHOUSE_PASSWORD}, or put the user in {config.ENV_CLICKHOUSE_URL}"
+            ) from exc
         raise unreachable(url) from exc
     except OSError as exc:  # pragma: no cover - depends on the network stack
         raise unreachable(url) from exc
+
+
+#: ClickHouse error codes meaning "not this login" (AUTHENTICATION_FAILED, REQUIRED_PASSWORD, WRONG_PASSWORD,
+#: UNKNOWN_USER) and "not with this login's privileges" (ACCESS_DENIED)
+_LOGIN_CODES = frozenset({516, 194, 193, 192})
+_ACCESS_DENIED = 497
+
+
+def _error_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "code", None)
+    if isinstance(code, int):
+        return code
+    m = _CODE.search(str(exc))
+    return int(m.group(1)) if m else None
+
+
+def refuses_login(exc: BaseException) -> bool:
+    """Whether a ClickHouse error says the user or password was not accepted."""
+    return _error_code(exc) in _LOGIN_CODES
+
+
+def denies_access(exc: BaseException) -> bool:
+    """Whether a ClickHouse error says the login may not do this (ACCESS_DENIED) or was not accepted at all."""
+    code = _error_code(exc)
+    return code == _ACCESS_DENIED or code in _LOGIN_CODES
 
 
 # ---- AuditRecord -> row --------------------------------------------------------------------------------------
@@ -380,7 +419,7 @@ class AuditWriter:
         database: str = config.CLICKHOUSE_DATABASE,
         table: str = config.AUDIT_TABLE,
     ) -> None:
-        self.client = client if client is not None else connect(url)
+        self.client = client if client is not None else connect(url, role="sink")
         self.database = check_identifier(database, "database name")
         self.table = check_identifier(table, "table name")
 
@@ -475,7 +514,7 @@ def wait_for_audit_rows(
         where, params = "request_id IN {ids:Array(String)}", {"ids": list(request_ids)}
     else:
         where, params = "startsWith(request_id, {prefix:String})", {"prefix": id_prefix}
-    client = connect(url or config.load().clickhouse_url)
+    client = connect(url or config.load().clickhouse_url, role="reader")
     sql = f"SELECT uniqExact(request_id) FROM {config.CLICKHOUSE_DATABASE}.{config.AUDIT_TABLE} WHERE {where}"
     deadline = time.monotonic() + timeout_s
     while True:

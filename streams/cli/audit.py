@@ -126,7 +126,7 @@ def audit_session(args: argparse.Namespace) -> Iterator[Any]:
     from streams.audit.store import connect, unreachable
 
     url = args.url or config.load().clickhouse_url
-    client = connect(url)
+    client = connect(url, role="reader")
     try:
         yield Audit(client, args.database)
     except ClickHouseError as exc:
@@ -149,7 +149,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from streams.audit.migrate import migrate
     from streams.audit.store import connect
 
-    client = connect(args.url)
+    client = connect(args.url, role="admin")
     try:
         applied = migrate(client, args.database, ttl_days=args.ttl_days)
     finally:
@@ -305,7 +305,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     cfg = config.load()
     url = args.url or cfg.clickhouse_url
     trusted = signing.trusted_keys(cfg)
-    client = connect(url)
+    client = connect(url, role="reader")
     try:
         report = verify(
             client, args.database, since, until, trusted=trusted, grace_s=args.grace,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 from rich.console import Console
@@ -12,6 +13,7 @@ from rich.table import Table
 from streams import config
 from streams.console import say
 from streams.contracts.signing import ensure_dev_keys
+from streams.devservices.secure import PRINCIPALS
 from streams.devservices.services import SERVICES, DevStack, Ports
 
 
@@ -30,16 +32,40 @@ def cmd_up(args: argparse.Namespace) -> int:
         value = getattr(args, f"{attr}_port", None)
         if value:
             setattr(requested, attr, value)
-    ports = stack.up(_names(args), requested)
+    ports = stack.up(_names(args), requested, secure_mode=args.secure)
     ensure_dev_keys(config.load().replace(state_dir=stack.state_dir))  # state is signed: dev keys, see `pdx keys`
     if args.print_env:
-        for key, value in ports.env().items():
-            print(f"export {key}={value}")
+        _print_env(stack.env(ports, args.principal))
     else:
+        kafka = f"Kafka at 127.0.0.1:{ports.kafka}" + (" (SASL_SSL)" if stack.secure_mode else "")
         say(
-            f"pdx dev: Kafka at 127.0.0.1:{ports.kafka}, ClickHouse at http://127.0.0.1:{ports.clickhouse_http} "
+            f"pdx dev: {kafka}, ClickHouse at http://127.0.0.1:{ports.clickhouse_http} "
             f"(state in {stack.state_dir}); stop with `pdx dev down`"
         )
+    return 0
+
+
+def _print_env(env: dict[str, str]) -> None:
+    for key, value in env.items():
+        print(f"export {key}={shlex.quote(value)}")
+
+
+def cmd_secure_files(args: argparse.Namespace) -> int:
+    """Generate the dev CA, broker certificate, SCRAM passwords and ACL script without starting anything (what
+    compose.secure.yaml mounts from <state_dir>/secure)."""
+    from streams.devservices import secure
+
+    stack = _stack(args)
+    files = secure.ensure_all(stack.state_dir)
+    written = secure.write_compose_files(files, config.load().app_id)
+    say(f"pdx dev: secure files in {files.home} ({', '.join(p.name for p in written)}, ca.pem, broker.pem)")
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    """Print the `export PDX_...` lines for the running stack, as ``principal`` in secure mode."""
+    stack = _stack(args)
+    _print_env(stack.env(principal=args.principal))
     return 0
 
 
@@ -93,19 +119,33 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     dev = sub.add_parser("dev", help="local Kafka and ClickHouse for the demo and tests")
-    dev_sub = dev.add_subparsers(dest="dev_command", metavar="up|status|down", required=True)
+    dev_sub = dev.add_subparsers(dest="dev_command", metavar="up|status|down|env|secure-files", required=True)
     for name, func, help_text in (
         ("up", cmd_up, "start the local services (idempotent)"),
         ("status", cmd_status, "check health for real; exit 1 if anything is down"),
         ("down", cmd_down, "stop the local services started from this state dir"),
+        ("env", cmd_env, "print `export PDX_...` lines for the running stack (--principal in secure mode)"),
+        ("secure-files", cmd_secure_files, "generate the CA, certificates and SCRAM passwords (compose.secure.yaml)"),
     ):
         p = dev_sub.add_parser(name, help=help_text)
-        p.add_argument("service", nargs="?", choices=SERVICES, help="only this service")
+        if name not in ("env", "secure-files"):
+            p.add_argument("service", nargs="?", choices=SERVICES, help="only this service")
         p.add_argument(
             "--state-dir", help=f"state directory (default ${config.ENV_STATE_DIR} or {config.DEFAULT_STATE_DIR})"
         )
         p.set_defaults(func=func)
+        if name in ("up", "env"):
+            p.add_argument(
+                "--principal",
+                choices=PRINCIPALS,
+                help="secure mode: the Kafka principal whose login the printed variables carry (default pdx-admin)",
+            )
         if name == "up":
+            p.add_argument(
+                "--secure",
+                action="store_true",
+                help="Kafka with SASL_SSL (SCRAM-SHA-512), a dev CA and ACLs per pdx principal",
+            )
             p.add_argument("--free-ports", action="store_true", help="pick free ports instead of the defaults")
             p.add_argument("--print-env", action="store_true", help="print `export PDX_...` lines for the chosen ports")
             p.add_argument("--kafka-port", type=int)

@@ -124,7 +124,7 @@ def prepare_stack(worker_id: str = DEMO_WORKER, *, start_worker: bool = True) ->
     ensure_dev_keys(s)  # state is signed: dev keys under the state dir, the quick start stays two commands
     asyncio.run(create_topics(s))
     with step("Migrating the ClickHouse audit schema"):
-        migrate(connect(s.clickhouse_url), ttl_days=s.audit_ttl_days)
+        migrate(connect(s.clickhouse_url, role="admin"), ttl_days=s.audit_ttl_days)
     with step("Publishing policies/ and loading examples/inventory.yaml"):
         version = asyncio.run(publish_policies(str(config.require_policies_dir("pdx demo")), "pdx-demo"))
         inventory = config.require_demo_inventory("pdx demo")
@@ -155,7 +155,9 @@ def run_demo(as_json: bool = False) -> int:
         results = asyncio.run(_run_scenarios(load_scenarios(window)))
     with step("Waiting for the audit records to reach ClickHouse"):
         audit_rows = wait_for_audit_rows(len(results), request_ids=[r["request_id"] for r in results])
-    ok = all(r["ok"] for r in results) and audit_rows == len(results)
+    with step("Verifying the audit trail's hash chains and signed checkpoints"):
+        trail = _verify_trail()
+    ok = all(r["ok"] for r in results) and audit_rows == len(results) and trail.ok
     timeline, report = _investigate(TIMELINE_IDENTITY)
     if as_json:
         print(
@@ -164,6 +166,7 @@ def run_demo(as_json: bool = False) -> int:
                     "bundle_version": version,
                     "identities": n_identities,
                     "audit_rows": audit_rows,
+                    "audit_verify": trail.to_json(limit=10),
                     "requests": len(results),
                     "timeline_identity": TIMELINE_IDENTITY,
                     "timeline": [
@@ -188,6 +191,10 @@ def run_demo(as_json: bool = False) -> int:
     else:
         _print_table(results, version, audit_rows)
         _print_timeline(timeline)
+        from streams.audit.verify import format_text
+
+        for line in format_text(trail, limit=10):
+            say(f"pdx audit verify: {line.strip()}")
     say(
         f"Risk report written to {report} (open it in a browser; it needs no network). "
         f"Investigate with `.venv/bin/pdx audit timeline --identity {TIMELINE_IDENTITY} --since 1h`."
@@ -221,6 +228,18 @@ def _print_table(results: list[dict[str, Any]], version: str, audit_rows: int) -
     console.print(f"Audit rows in ClickHouse for these {len(results)} requests: [bold]{audit_rows}[/bold]")
 
 
+def _verify_trail() -> Any:
+    """`pdx audit verify --since 1h` on the demo's trail (an auditor's check that nothing was altered)."""
+    from streams.audit.store import connect
+    from streams.audit.verify import verify
+    from streams.contracts import signing
+
+    s = config.load()
+    now = datetime.now(UTC)
+    return verify(connect(s.clickhouse_url, role="reader"), config.CLICKHOUSE_DATABASE, now - timedelta(hours=1),
+                  now + timedelta(minutes=1), trusted=signing.trusted_keys(s))
+
+
 def _investigate(identity: str) -> tuple[list[dict[str, Any]], Path]:
     """An incident responder's view: one identity's timeline, and the analysts' risk report."""
     from streams.audit.queries import Audit
@@ -228,7 +247,7 @@ def _investigate(identity: str) -> tuple[list[dict[str, Any]], Path]:
     from streams.audit.store import connect
 
     s = config.load()
-    audit = Audit(connect(s.clickhouse_url))
+    audit = Audit(connect(s.clickhouse_url, role="reader"))
     now = datetime.now(UTC)
     timeline = audit.timeline(identity, now - timedelta(hours=1), now + timedelta(minutes=1))
     report = s.state_dir / "report.html"

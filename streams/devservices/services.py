@@ -23,7 +23,7 @@ from pathlib import Path
 
 from streams import config
 from streams.console import say, step
-from streams.devservices import procs
+from streams.devservices import chusers, procs, secure
 from streams.errors import UserError
 from streams.kafka.health import kafka_health
 
@@ -77,9 +77,39 @@ class DevStack:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def save_ports(self, ports: Ports) -> None:
+    def save_ports(self, ports: Ports, secure_mode: bool | None = None) -> None:
+        """Record the ports (and whether Kafka runs in secure mode; None keeps what was recorded)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.state_file.write_text(json.dumps({"ports": asdict(ports)}, indent=2) + "\n")
+        mode = self.secure_mode if secure_mode is None else secure_mode
+        self.state_file.write_text(json.dumps({"ports": asdict(ports), "secure": mode}, indent=2) + "\n")
+
+    @property
+    def secure_mode(self) -> bool:
+        """Whether Kafka was last started with ``--secure`` (SASL_SSL, SCRAM, ACLs), as state.json says."""
+        try:
+            return bool(json.loads(self.state_file.read_text()).get("secure", False))
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    @property
+    def secure_files(self) -> secure.SecureFiles:
+        return secure.secure_files(self.state_dir)
+
+    def kafka_security(self, principal: str = secure.ADMIN) -> config.KafkaSecurity:
+        """How a client reaches this stack's Kafka as ``principal`` (plaintext unless in secure mode)."""
+        return secure.security(self.secure_files, principal) if self.secure_mode else config.KafkaSecurity()
+
+    def env(self, ports: Ports | None = None, principal: str | None = None) -> dict[str, str]:
+        """Variables pointing pdx at this stack: ports, the ClickHouse credentials file and, in secure mode, the
+        Kafka login of ``principal`` (default pdx-admin)."""
+        out = (ports or self.ports()).env()
+        if chusers.credentials_path(self.state_dir).exists():
+            out[config.ENV_CLICKHOUSE_CREDENTIALS] = str(chusers.credentials_path(self.state_dir))
+        if self.secure_mode:
+            out.update(secure.security_env(self.kafka_security(principal or secure.ADMIN)))
+        elif principal:
+            raise UserError("--principal needs a secure stack: start it with `pdx dev up --secure`")
+        return out
 
     def ports(self) -> Ports:
         return self.saved_ports() or Ports.from_settings(config.load())
@@ -100,13 +130,21 @@ class DevStack:
     def health(self, name: str, ports: Ports | None = None) -> tuple[bool, str]:
         ports = ports or self.ports()
         if name == "kafka":
-            return kafka_health(config.load().replace(kafka_bootstrap=f"127.0.0.1:{ports.kafka}"))
+            return kafka_health(
+                config.load().replace(kafka_bootstrap=f"127.0.0.1:{ports.kafka}", kafka_security=self.kafka_security())
+            )
         return clickhouse_health(f"http://127.0.0.1:{ports.clickhouse_http}")
 
     # ---- up / down -----------------------------------------------------------------------------
-    def up(self, names: tuple[str, ...], requested: Ports) -> Ports:
-        """Start the named services that are not running; return the ports in use."""
+    def up(self, names: tuple[str, ...], requested: Ports, *, secure_mode: bool = False) -> Ports:
+        """Start the named services that are not running; return the ports in use. ``secure_mode``: Kafka with
+        SASL_SSL (SCRAM-SHA-512), the dev CA and ACLs (see streams/devservices/secure.py)."""
         running = {n for n in SERVICES if self.running_pid(n) is not None}
+        if "kafka" in names and "kafka" in running and self.secure_mode != secure_mode:
+            raise UserError(
+                f"Kafka already runs in {'secure' if self.secure_mode else 'plaintext'} mode from {self.state_dir}: "
+                "stop it first (`pdx dev down kafka`)"
+            )
         saved = self.saved_ports()
         # Services already running keep their ports; the others take the requested ones.
         ports = requested
@@ -125,7 +163,8 @@ class DevStack:
                 )
                 continue
             if name == "kafka":
-                self._start_kafka(ports)
+                self.save_ports(ports, secure_mode)  # health checks read the mode
+                self._start_kafka(ports, secure_mode)
             else:
                 self._start_clickhouse(ports)
             self.save_ports(ports)
@@ -151,18 +190,26 @@ class DevStack:
 
     def start_service(self, name: str) -> Ports:
         """Start the named service again on the ports it last used, with the same data dir; no-op when running."""
-        return self.up((name,), self.saved_ports() or self.ports())
+        return self.up((name,), self.saved_ports() or self.ports(), secure_mode=self.secure_mode)
 
     # ---- kafka ---------------------------------------------------------------------------------
-    def _start_kafka(self, ports: Ports) -> None:
+    def _start_kafka(self, ports: Ports, secure_mode: bool = False) -> None:
         _check_ports("kafka", (ports.kafka, ports.kafka_controller))
         java = find_java()
         lib = ensure_kafka_jars()
         home = self.service_dir("kafka")
-        data = home / "data"
+        # secure mode has its own log dir: its storage is formatted with the SCRAM credentials
+        data = home / ("data-secure" if secure_mode else "data")
         home.mkdir(parents=True, exist_ok=True)
         properties = home / "server.properties"
-        properties.write_text(_kafka_properties(ports, data))
+        scram: list[str] = []
+        if secure_mode:
+            files = secure.ensure_all(self.state_dir)
+            text = _kafka_properties(ports, data, secure.broker_properties(files, ports.kafka, ports.kafka_controller))
+            secure.write_private(properties, text)  # holds the broker's SCRAM password and key
+            scram = secure.scram_format_args(files)
+        else:
+            properties.write_text(_kafka_properties(ports, data))
         log4j = home / "log4j2.properties"
         log4j.write_text(_KAFKA_LOG4J)
         classpath = f"{lib}/*"
@@ -181,13 +228,32 @@ class DevStack:
                         "-c",
                         str(properties),
                         "--ignore-formatted",
+                        *scram,
                     ],
                     f"formatting Kafka storage in {data} failed",
                 )
         log = self.log_file("kafka")
         procs.spawn([*jvm, "kafka.Kafka", str(properties)], cwd=home, log_file=log, pid_file=self.pid_file("kafka"))
-        with step(f"Starting Kafka {config.KAFKA_VERSION} on 127.0.0.1:{ports.kafka}"):
+        mode = " (SASL_SSL, SCRAM-SHA-512, ACLs)" if secure_mode else ""
+        with step(f"Starting Kafka {config.KAFKA_VERSION} on 127.0.0.1:{ports.kafka}{mode}"):
             self._wait_healthy("kafka", ports, KAFKA_HEALTH_TIMEOUT_S)
+        if secure_mode:
+            with step("Setting the pdx principals' ACLs"):
+                self._apply_acls(java, lib, ports)
+
+    def _apply_acls(self, java: str, lib: Path, ports: Ports) -> None:
+        """Create the ACLs of secure.acl_rules() as pdx-admin (idempotent: Kafka keeps one copy of each)."""
+        files = self.secure_files
+        client_props = files.home / "admin-client.properties"
+        secure.write_private(client_props, secure.admin_client_properties(files, f"127.0.0.1:{ports.kafka}"))
+        acls = files.home / "acls.txt"
+        acls.write_text("".join(rule.line() + "\n" for rule in secure.acl_rules(config.load().app_id)))
+        tool = Path(__file__).with_name("KafkaAcls.java")
+        log4j = self.service_dir("kafka") / "log4j2.properties"
+        _run_or_fail(
+            [java, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{lib}/*", str(tool), str(client_props), str(acls)],
+            "setting the Kafka ACLs failed",
+        )
 
     # ---- clickhouse ----------------------------------------------------------------------------
     def _start_clickhouse(self, ports: Ports) -> None:
@@ -198,11 +264,16 @@ class DevStack:
             raise UserError("the chdb-core package is missing: install pdx with `pip install -e .`") from None
         home = self.service_dir("clickhouse")
         home.mkdir(parents=True, exist_ok=True)
+        users = chusers.ensure_credentials(self.state_dir, f"http://127.0.0.1:{ports.clickhouse_http}")
+        secure.write_private(home / "users.xml", chusers.users_xml(users))
         (home / "config.xml").write_text(
             "<clickhouse>\n"
             "  <listen_host>127.0.0.1</listen_host>\n"
             f"  <http_port>{ports.clickhouse_http}</http_port>\n"
             f"  <tcp_port>{ports.clickhouse_tcp}</tcp_port>\n"
+            f"  <user_directories><users_xml><path>{home / 'users.xml'}</path></users_xml></user_directories>\n"
+            # views run as their definer (the admin who migrated), so the sink needs INSERT only (chusers.py)
+            "  <ignore_empty_sql_security_in_create_view_query>false</ignore_empty_sql_security_in_create_view_query>\n"
             "</clickhouse>\n"
         )
         procs.spawn(
@@ -214,6 +285,23 @@ class DevStack:
         )
         with step(f"Starting ClickHouse (chdb engine) on 127.0.0.1:{ports.clickhouse_http}"):
             self._wait_healthy("clickhouse", ports, CLICKHOUSE_HEALTH_TIMEOUT_S)
+        self._upgrade_views(ports)
+
+    def _upgrade_views(self, ports: Ports) -> None:
+        from streams.audit.store import connect
+
+        url = f"http://127.0.0.1:{ports.clickhouse_http}"
+        login = config.dev_clickhouse_login(chusers.credentials_path(self.state_dir), "admin", url)
+        if login is None:
+            return
+        user, password = (urllib.parse.quote(x, safe="") for x in login)
+        client = connect(f"http://{user}:{password}@127.0.0.1:{ports.clickhouse_http}")
+        try:
+            changed = chusers.upgrade_views(client)
+        finally:
+            client.close()
+        if changed:
+            say(f"clickhouse: views now run as their definer: {', '.join(changed)}")
 
     def _wait_healthy(self, name: str, ports: Ports, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -307,17 +395,22 @@ def ensure_kafka_jars() -> Path:
     return lib
 
 
-def _kafka_properties(ports: Ports, data: Path) -> str:
+_PLAINTEXT_LISTENERS = """listeners=PLAINTEXT://127.0.0.1:{kafka},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners=PLAINTEXT://127.0.0.1:{kafka}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+"""
+
+
+def _kafka_properties(ports: Ports, data: Path, listeners: str | None = None) -> str:
+    """server.properties; ``listeners``: the listener/security block (default: plaintext, as pdx dev up always had)."""
+    block = listeners or _PLAINTEXT_LISTENERS.format(kafka=ports.kafka, controller=ports.kafka_controller)
     return f"""# written by pdx dev up; regenerated on every start
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{ports.kafka_controller}
-listeners=PLAINTEXT://127.0.0.1:{ports.kafka},CONTROLLER://127.0.0.1:{ports.kafka_controller}
-advertised.listeners=PLAINTEXT://127.0.0.1:{ports.kafka}
-controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
-log.dirs={data}
+{block}log.dirs={data}
 num.partitions=1
 auto.create.topics.enable=false
 offsets.topic.replication.factor=1

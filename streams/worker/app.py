@@ -115,7 +115,9 @@ def build_app(cfg: Settings) -> faust.App:
 
     def log_state(what: str) -> None:
         version = state.bundle_version()[:12] or "(none)"
-        log.info("pdx worker %s %s: bundle %s, %d identities", cfg.worker_id, what, version, len(state.identities))
+        refused = ", ".join(f"{n} {kind}" for kind, n in sorted(state.rejected.items())) or "none"
+        log.info("pdx worker %s %s: bundle %s (serial %d), %d identities; refused state records: %s",
+                 cfg.worker_id, what, version, state.bundle_serial, len(state.identities), refused)
 
     async def state_loaded() -> None:
         """Decisions wait until every replica has read its topic up to the end offsets seen at start:

@@ -15,6 +15,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from streams import config as settings
+
 pytestmark = pytest.mark.integration
 
 
@@ -97,8 +99,10 @@ async def test_faust_agent_reads_one_topic_and_writes_another(kafka_bootstrap: s
 
 
 def test_clickhouse_connect_roundtrip(clickhouse_url: str) -> None:
-    client = clickhouse_connect.get_client(dsn=clickhouse_url)
-    db = f"smoke_{uuid.uuid4().hex[:8]}"
+    # the dev server has no password-less user that may create anything: log in as the admin role
+    login = settings.load().clickhouse_login("admin", clickhouse_url) or ("default", "")
+    client = clickhouse_connect.get_client(dsn=clickhouse_url, username=login[0], password=login[1])
+    db = f"pdx_smoke_{uuid.uuid4().hex[:8]}"  # the admin's privileges cover pdx* databases
     client.command(f"CREATE DATABASE {db}")
     try:
         client.command(
