@@ -459,39 +459,25 @@ class AuditWriter:
 
     def insert_checkpoints(self, rows: Sequence[Sequence[Any]], *, token: str | None = None) -> None:
         """Insert audit chain checkpoints (streams.audit.sink.checkpoint_row) into audit_checkpoints (sql/006)."""
-        if not rows:
-            return
-        opts: dict[str, Any] = {"async_insert": 0}
-        if token:
-            opts["insert_deduplication_token"] = token
-        try:
-            self.client.insert(
-                CHECKPOINTS_TABLE, rows, column_names=list(CHECKPOINT_COLUMNS), database=self.database, settings=opts
-            )
-        except (ClickHouseError, OSError) as exc:
-            raise AuditWriteError(
-                f"inserting {len(rows)} audit checkpoints into {self.database}.{CHECKPOINTS_TABLE} failed: {exc}"
-            ) from exc
+        self._insert(CHECKPOINTS_TABLE, CHECKPOINT_COLUMNS, rows, token, "audit checkpoints")
 
     def insert_rows(self, rows: Sequence[Sequence[Any]], *, token: str | None = None) -> None:
         """Insert already-mapped rows (from :func:`audit_row`)."""
+        self._insert(self.table, COLUMNS, rows, token, "audit rows")
+
+    def _insert(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], token: str | None, what: str
+    ) -> None:
+        """One synchronous insert (deduplicated by ``token`` when given); AuditWriteError if not acknowledged."""
         if not rows:
             return
         opts: dict[str, Any] = {"async_insert": 0}
         if token:
             opts["insert_deduplication_token"] = token
         try:
-            self.client.insert(
-                self.table,
-                rows,
-                column_names=list(COLUMNS),
-                database=self.database,
-                settings=opts,
-            )
+            self.client.insert(table, rows, column_names=list(columns), database=self.database, settings=opts)
         except (ClickHouseError, OSError) as exc:
-            raise AuditWriteError(
-                f"inserting {len(rows)} audit rows into {self.database}.{self.table} failed: {exc}"
-            ) from exc
+            raise AuditWriteError(f"inserting {len(rows)} {what} into {self.database}.{table} failed: {exc}") from exc
 
 
 def wait_for_audit_rows(

@@ -120,26 +120,35 @@ def _add_conn(p: argparse.ArgumentParser) -> None:
 @contextmanager
 def audit_session(args: argparse.Namespace) -> Iterator[Any]:
     """An :class:`Audit` for the CLI args; ClickHouse errors become one clear UserError line."""
-    from clickhouse_connect.driver.exceptions import ClickHouseError
 
     from streams.audit.queries import Audit
-    from streams.audit.store import connect, unreachable
+    from streams.audit.store import connect
 
     url = args.url or config.load().clickhouse_url
     client = connect(url, role="reader")
     try:
-        yield Audit(client, args.database)
+        with clickhouse_errors(url, args.database):
+            yield Audit(client, args.database)
+    finally:
+        client.close()
+
+
+@contextmanager
+def clickhouse_errors(url: str, database: str, tables: str = "audit tables") -> Iterator[None]:
+    """ClickHouse errors as one clear UserError line: missing tables, an unreachable server, a failed query."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
+    from streams.audit.store import unreachable
+
+    try:
+        yield
     except ClickHouseError as exc:
         text = str(exc)
         if "UNKNOWN_TABLE" in text or "UNKNOWN_DATABASE" in text:
-            raise UserError(
-                f"audit tables are missing in database {args.database!r} at {url}: run `pdx audit migrate`"
-            ) from exc
+            raise UserError(f"{tables} are missing in database {database!r} at {url}: run `pdx audit migrate`") from exc
         if "Connection" in text or ("connect" in text.lower() and "refused" in text.lower()):
             raise unreachable(url) from exc
         raise UserError(f"ClickHouse query failed: {text.splitlines()[0][:500]}") from exc
-    finally:
-        client.close()
 
 
 # ---- handlers ----------------------------------------------------------------------------------------------------
@@ -295,9 +304,8 @@ def cmd_risk(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Exit 0: the trail is intact; 1: a broken, missing, altered or forged record or checkpoint (or, with
     --require-signed / --require-anchored, unsigned checkpoints / unanchored records); 2: cannot check."""
-    from clickhouse_connect.driver.exceptions import ClickHouseError
 
-    from streams.audit.store import connect, unreachable
+    from streams.audit.store import connect
     from streams.audit.verify import format_text, verify
     from streams.contracts import signing
 
@@ -307,19 +315,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     trusted = signing.trusted_keys(cfg)
     client = connect(url, role="reader")
     try:
-        report = verify(
-            client, args.database, since, until, trusted=trusted, grace_s=args.grace,
-            require_signed=args.require_signed, require_anchored=args.require_anchored,
-        )  # fmt: skip
-    except ClickHouseError as exc:
-        text = str(exc)
-        if "UNKNOWN_TABLE" in text or "UNKNOWN_DATABASE" in text:
-            raise UserError(
-                f"audit chain tables are missing in database {args.database!r} at {url}: run `pdx audit migrate`"
-            ) from exc
-        if "Connection" in text or ("connect" in text.lower() and "refused" in text.lower()):
-            raise unreachable(url) from exc
-        raise UserError(f"ClickHouse query failed: {text.splitlines()[0][:500]}") from exc
+        with clickhouse_errors(url, args.database, "audit chain tables"):
+            report = verify(
+                client, args.database, since, until, trusted=trusted, grace_s=args.grace,
+                require_signed=args.require_signed, require_anchored=args.require_anchored,
+            )  # fmt: skip
     finally:
         client.close()
     if args.json:

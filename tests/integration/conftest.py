@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from streams import config as settings
+from streams.client import PolicyClient
 from streams.devservices import procs
 from streams.devservices.workers import spawn_worker, wait_until_ready
 from streams.kafka.topics import create_topics
@@ -31,3 +32,10 @@ def pipeline(services: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     yield state
     for pid_file in (state / "workers").glob("*.pid"):
         procs.stop(pid_file)
+
+
+@pytest.fixture
+async def client(pipeline: Path) -> AsyncIterator[PolicyClient]:
+    """A PolicyClient talking to the module's pipeline worker."""
+    async with PolicyClient(timeout_s=15.0) as c:
+        yield c

@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,11 +31,6 @@ PWNED = json.dumps({"policies": [{"id": "pwned", "description": "x", "controls":
     {"id": "allow-all", "effect": "allow", "when": {"action": "*"}, "reason": {"code": "pwned", "message": "pwned"}}
 ]}]})
 
-
-@pytest.fixture
-async def client(pipeline: Path) -> AsyncIterator[PolicyClient]:
-    async with PolicyClient(timeout_s=15.0) as c:
-        yield c
 
 
 async def _produce(topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:

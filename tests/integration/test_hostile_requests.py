@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -21,11 +19,6 @@ from tests.integration.topic_reading import end_offsets
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-
-@pytest.fixture
-async def client(pipeline: Path) -> AsyncIterator[PolicyClient]:
-    async with PolicyClient(timeout_s=15.0) as c:
-        yield c
 
 
 async def test_hostile_requests_are_audited_denies_and_stall_nothing(client: PolicyClient) -> None:

@@ -7,7 +7,6 @@ import asyncio
 import collections
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,6 @@ from streams.policy.testing import policy_dir_with
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 AUDIT = f"{settings.CLICKHOUSE_DATABASE}.{settings.AUDIT_TABLE}"
 
-
-@pytest.fixture
-async def client(pipeline: Path) -> AsyncIterator[PolicyClient]:
-    async with PolicyClient(timeout_s=15.0) as c:
-        yield c
 
 
 def audit_count(request_ids: list[str], timeout_s: float = 60.0) -> int:

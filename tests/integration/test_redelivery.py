@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,11 +26,6 @@ from tests.integration.topic_reading import read_all
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 IDENT = "agent-redelivered"
 
-
-@pytest.fixture
-async def client(pipeline: Path) -> AsyncIterator[PolicyClient]:
-    async with PolicyClient(timeout_s=15.0) as c:
-        yield c
 
 
 async def _put(status: str) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -20,11 +18,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 SECRET = "Bearer s3cr3t-abcdefghijklmnopqrstuvwxyz"
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhZ2VudC1jb25maWctYm90In0.c2lnbmF0dXJlLWJ5dGVzLWhlcmU"
 
-
-@pytest.fixture
-async def client(pipeline: Path) -> AsyncIterator[PolicyClient]:
-    async with PolicyClient(timeout_s=15.0) as c:
-        yield c
 
 
 async def test_secrets_never_reach_clickhouse_or_explain(client: PolicyClient) -> None:
