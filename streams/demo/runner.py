@@ -228,6 +228,10 @@ def _print_table(results: list[dict[str, Any]], version: str, audit_rows: int) -
     console.print(f"Audit rows in ClickHouse for these {len(results)} requests: [bold]{audit_rows}[/bold]")
 
 
+#: how long the demo waits for signed checkpoints to cover its records before verifying the trail
+ANCHOR_WAIT_S = 15.0
+
+
 def _verify_trail() -> Any:
     """`pdx audit verify --since 1h` on the demo's trail (an auditor's check that nothing was altered)."""
     from streams.audit.store import connect
@@ -235,9 +239,17 @@ def _verify_trail() -> Any:
     from streams.contracts import signing
 
     s = config.load()
-    now = datetime.now(UTC)
-    return verify(connect(s.clickhouse_url, role="reader"), config.CLICKHOUSE_DATABASE, now - timedelta(hours=1),
-                  now + timedelta(minutes=1), trusted=signing.trusted_keys(s))
+    client, trusted = connect(s.clickhouse_url, role="reader"), signing.trusted_keys(s)
+    # the worker checkpoints its chains every few seconds and the sink batches for a second: wait (a little)
+    # until the signed checkpoints anchor the demo's records, so the check covers them too
+    deadline = time.monotonic() + ANCHOR_WAIT_S
+    while True:
+        now = datetime.now(UTC)
+        report = verify(client, config.CLICKHOUSE_DATABASE, now - timedelta(hours=1), now + timedelta(minutes=1),
+                        trusted=trusted)
+        if not report.ok or not report.not_yet_anchored or time.monotonic() >= deadline:
+            return report
+        time.sleep(1.0)
 
 
 def _investigate(identity: str) -> tuple[list[dict[str, Any]], Path]:
