@@ -142,8 +142,15 @@ ENV_REQUEST_MAX_BYTES = "PDX_REQUEST_MAX_BYTES"
 ENV_REQUEST_MAX_STRING = "PDX_REQUEST_MAX_STRING"
 ENV_REQUEST_MAX_LIST = "PDX_REQUEST_MAX_LIST"
 ENV_REQUEST_MAX_MAP = "PDX_REQUEST_MAX_MAP"
+ENV_REQUEST_MAX_TOKEN = "PDX_REQUEST_MAX_TOKEN"  # noqa: S105 - the variable's name, not a secret
+#: the trusted workload-token issuers and their JWKS (streams/model/tokens.py); unset: no token verifies
+ENV_JWKS_FILE = "PDX_JWKS_FILE"
+#: the dev issuers' JWKS in the keys dir (streams/devservices/issuer.py), used when PDX_JWKS_FILE is not set
+DEV_JWKS_FILE = "jwks.json"
 ENV_KEYS_DIR = "PDX_KEYS_DIR"
 ENV_REDACT_ATTRIBUTES = "PDX_REDACT_ATTRIBUTES"
+#: the Prometheus endpoint's port (streams/metrics.py); 0 or unset: no endpoint
+ENV_METRICS_PORT = "PDX_METRICS_PORT"
 #: attribute-name patterns whose values never reach the audit trail (streams/contracts/redact.py)
 DEFAULT_REDACT_ATTRIBUTES = ("authorization", "token", "secret", "password", "api_key", "cookie", "credential")
 #: ``PDX_TRUSTED_KEYS_POLICY`` etc.: comma-separated public key files trusted for one kind of signed record
@@ -236,6 +243,9 @@ class RequestLimits:
       absurd, and policies test membership in it.
     * ``max_map_entries`` 64 (each of ``resource.attributes`` and ``context.attributes``): policies name the
       attributes they read; a few dozen are plenty.
+    * ``max_token_chars`` 8192 (``token``, the caller's JWT): a token of its own limit, since a JWT with RSA
+      signatures, nested ``act`` claims and many scopes passes 4096 characters (an ordinary one is 0.6-1.5k),
+      while no attribute should.
 
     Nesting depth needs no limit: the Avro schema has fixed records, one array of strings and two maps of
     string to string, so a decoded request is never deeper than that (see streams.contracts.limits).
@@ -245,6 +255,7 @@ class RequestLimits:
     max_string_chars: int = 4096
     max_list_items: int = 64
     max_map_entries: int = 64
+    max_token_chars: int = 8192
 
 
 DEFAULT_REQUEST_LIMITS = RequestLimits()
@@ -309,6 +320,10 @@ class Settings:
     clickhouse_credentials: Path | None = None
     #: attribute-name patterns redacted from audit records (values shaped like JWTs / bearer tokens always are)
     redact_attributes: tuple[str, ...] = DEFAULT_REDACT_ATTRIBUTES
+    #: trusted workload-token issuers with their JWKS (PDX_JWKS_FILE); None: a request with a token is denied
+    jwks_file: Path | None = None
+    #: port of this process's Prometheus endpoint (PDX_METRICS_PORT, streams/metrics.py); 0: none
+    metrics_port: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -359,7 +374,17 @@ class Settings:
             },
             clickhouse_logins=_clickhouse_logins(e),
             clickhouse_credentials=Path(raw) if (raw := e.text(ENV_CLICKHOUSE_CREDENTIALS, "")) else None,
+            jwks_file=e.file(ENV_JWKS_FILE),
+            metrics_port=e.integer(ENV_METRICS_PORT, 0, low=0, high=65535),
         )
+
+    @property
+    def token_issuers_file(self) -> Path | None:
+        """The trusted token issuers: PDX_JWKS_FILE, else the dev issuers' <keys dir>/jwks.json if it exists."""
+        if self.jwks_file is not None:
+            return self.jwks_file
+        dev = self.signing_keys_dir / DEV_JWKS_FILE
+        return dev if dev.is_file() else None
 
     @property
     def signing_keys_dir(self) -> Path:
@@ -441,6 +466,7 @@ def _request_limits(e: _Env) -> RequestLimits:
         max_string_chars=e.integer(ENV_REQUEST_MAX_STRING, d.max_string_chars, low=64, high=1024 * 1024),
         max_list_items=e.integer(ENV_REQUEST_MAX_LIST, d.max_list_items, low=1, high=100_000),
         max_map_entries=e.integer(ENV_REQUEST_MAX_MAP, d.max_map_entries, low=1, high=100_000),
+        max_token_chars=e.integer(ENV_REQUEST_MAX_TOKEN, d.max_token_chars, low=256, high=1024 * 1024),
     )
 
 

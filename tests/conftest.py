@@ -25,6 +25,40 @@ class Services:
     clickhouse_url: str
     mode: str
     stack: object | None = None  # streams.devservices.services.DevStack in local mode
+    #: private key of the test run's trusted workload-token issuer (TEST_ISSUER), or None
+    token_issuer_key: object | None = None
+
+
+#: The workload-token issuer and audience the test run's workers trust (PDX_JWKS_FILE, see _trusted_issuer).
+TEST_ISSUER = "https://issuer.pdx.test"
+TEST_AUDIENCE = "pdx"
+
+
+def _trusted_issuer(tmp: Path) -> tuple[object, dict[str, str]]:
+    """A fresh ES256 issuer key and the PDX_JWKS_FILE that makes the workers trust it."""
+    import json
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = {**json.loads(jwt.get_algorithm_by_name("ES256").to_jwk(key.public_key())), "kid": "test-1", "alg": "ES256"}
+    path = tmp / "jwks.json"
+    path.write_text(json.dumps({"issuers": [{"issuer": TEST_ISSUER, "audiences": [TEST_AUDIENCE],
+                                             "algorithms": ["ES256"], "jwks": {"keys": [jwk]}}]}))
+    return key, {settings.ENV_JWKS_FILE: str(path)}
+
+
+def _trust_dev_issuer_too(jwks_file: Path) -> None:
+    """The demo (run by a test) mints tokens with the dev issuer of the keys dir: trust it beside the test one."""
+    import json
+
+    from streams.devservices.issuer import ensure_dev_issuer
+
+    dev = json.loads(ensure_dev_issuer(settings.load()).read_text())
+    merged = json.loads(jwks_file.read_text())
+    merged["issuers"] += dev["issuers"]
+    jwks_file.write_text(json.dumps(merged))
 
 
 def _local(tmp: Path) -> Iterator[Services]:
@@ -34,7 +68,8 @@ def _local(tmp: Path) -> Iterator[Services]:
     stack = DevStack(tmp / "state")
     ports = Ports.free()
     # state records are signed: this run's keys, trusted by the workers the tests start (they inherit the env)
-    keys = {settings.ENV_KEYS_DIR: str(tmp / "keys")}
+    issuer_key, jwks = _trusted_issuer(tmp)
+    keys = {settings.ENV_KEYS_DIR: str(tmp / "keys"), **jwks}
     # the dev ClickHouse has a login per role: stack.env() points pdx at this stack's credentials file
     saved = {k: os.environ.get(k) for k in {**ports.env(), **keys, settings.ENV_CLICKHOUSE_CREDENTIALS: ""}}
     try:
@@ -42,7 +77,9 @@ def _local(tmp: Path) -> Iterator[Services]:
         os.environ.update(stack.env(ports))
         os.environ.update(keys)
         ensure_dev_keys(settings.load())
-        yield Services(f"127.0.0.1:{ports.kafka}", f"http://127.0.0.1:{ports.clickhouse_http}", "local", stack)
+        _trust_dev_issuer_too(Path(jwks[settings.ENV_JWKS_FILE]))
+        yield Services(f"127.0.0.1:{ports.kafka}", f"http://127.0.0.1:{ports.clickhouse_http}", "local", stack,
+                       issuer_key)
     finally:
         stack.down(("kafka", "clickhouse"))
         for key, value in saved.items():

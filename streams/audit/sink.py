@@ -43,6 +43,7 @@ from streams.config import Settings
 from streams.contracts import wire
 from streams.contracts.dlq import dead_letter_headers
 from streams.kafka import clients
+from streams.metrics import consumer_lag
 
 log = logging.getLogger("pdx.sink")
 
@@ -51,6 +52,8 @@ RETRY_MAX_S = 10.0
 #: Concurrent inserts per batch (each its own container and dedup token), and the fewest records worth one.
 INSERT_STREAMS = 2
 MIN_STREAM_RECORDS = 10_000
+#: how often the sink refreshes its backlog (the pdx_sink_backlog metric)
+BACKLOG_EVERY_S = 2.0
 
 
 class Record(Protocol):
@@ -234,6 +237,10 @@ class AuditSink:
         self.inserted = 0
         self.dead_lettered = 0
         self.checkpoints_inserted = 0
+        #: inserts retried while ClickHouse was unavailable (streams/metrics.py reads these counters)
+        self.retries = 0
+        #: (topic, partition) → records not fetched yet, refreshed every few seconds by :meth:`run`
+        self.backlog: dict[tuple[str, int], int] = {}
 
     async def _connect(self) -> Writer:
         from streams.audit.migrate import migrate_schema
@@ -268,8 +275,12 @@ class AuditSink:
         await dlq.start()
         try:
             writer = await self._connect()
+            backlog_at = 0.0
             while True:
                 await self.step(consumer, writer, dlq)
+                if time.monotonic() >= backlog_at:
+                    self.backlog = await consumer_lag(consumer)
+                    backlog_at = time.monotonic() + BACKLOG_EVERY_S
         finally:
             await consumer.stop()
             await dlq.stop()
@@ -334,6 +345,7 @@ class AuditSink:
                 first, second = block.halves()
                 return await self._write(writer, dlq, first) + await self._write(writer, dlq, second)
             except Exception as exc:  # noqa: BLE001 - ClickHouse down or overloaded: retry the same block
+                self.retries += 1
                 log.warning("audit insert of %d records failed (%s); retrying in %.1fs", len(block), exc, delay)
                 await self.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
@@ -348,6 +360,7 @@ class AuditSink:
                 self.checkpoints_inserted += len(rows)
                 return
             except Exception as exc:  # noqa: BLE001 - ClickHouse down or overloaded: retry
+                self.retries += 1
                 log.warning("inserting %d audit checkpoints failed (%s); retrying in %.1fs", len(rows), exc, delay)
                 await self.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)

@@ -240,10 +240,10 @@ class StoredRow:
         identity = json.loads(c["identity_json"]) if c["identity_json"] is not None else None
         reasons = [_fields(r, ("code", "message", "policy", "rule")) for r in c["reasons"]]
         monitor = [_fields(m, ("policy", "rule", "effect", "reason_code")) for m in c["monitor"]]
-        self.request_digest = audit_chain.digest(self.request).hex()
+        self.request_digest = audit_chain.request_digest(self.request).hex()
         self.body_digest = audit_chain.digest(
             audit_chain.body(
-                audit_chain.digest(identity).hex() if identity is not None else None,
+                audit_chain.identity_digest(identity).hex() if identity is not None else None,
                 str(c["decision"]),
                 [[str(r[0]), str(r[1]), str(r[2] or ""), str(r[3] or "")] for r in reasons],
                 [str(m) for m in c["matched_rules"]],

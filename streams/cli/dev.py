@@ -13,6 +13,7 @@ from rich.table import Table
 from streams import config
 from streams.console import say
 from streams.contracts.signing import ensure_dev_keys
+from streams.devservices.issuer import ensure_dev_issuer
 from streams.devservices.secure import PRINCIPALS
 from streams.devservices.services import SERVICES, DevStack, Ports
 
@@ -33,7 +34,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         if value:
             setattr(requested, attr, value)
     ports = stack.up(_names(args), requested, secure_mode=args.secure)
-    ensure_dev_keys(config.load().replace(state_dir=stack.state_dir))  # state is signed: dev keys, see `pdx keys`
+    dev_cfg = config.load().replace(state_dir=stack.state_dir)
+    ensure_dev_keys(dev_cfg)  # state is signed: dev keys, see `pdx keys`
+    ensure_dev_issuer(dev_cfg)  # a dev workload-token issuer the workers trust (streams/devservices/issuer.py)
     if args.print_env:
         _print_env(stack.env(ports, args.principal))
     else:

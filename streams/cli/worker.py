@@ -18,6 +18,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         cfg = cfg.replace(worker_id=args.worker_id)
     if args.no_audit_sink:
         cfg = cfg.replace(audit_sink=False)
+    if args.metrics_port is not None:
+        cfg = cfg.replace(metrics_port=args.metrics_port)
     _preflight(cfg)
     from streams.worker.app import build_app
 
@@ -41,15 +43,25 @@ def _preflight(cfg: Settings) -> None:
 
 
 def cmd_sink(args: argparse.Namespace) -> int:
+    from streams import metrics
     from streams.audit.sink import AuditSink
 
     logging.basicConfig(level=args.loglevel.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     cfg = config.load()
+    sink = AuditSink(cfg, args.sink_id or cfg.worker_id)
+    metrics.serve(metrics.sink_registry(sink), cfg.metrics_port if args.metrics_port is None else args.metrics_port)
     try:
-        asyncio.run(AuditSink(cfg, args.sink_id or cfg.worker_id).run())
+        asyncio.run(sink.run())
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _port(raw: str) -> int:
+    port = int(raw)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{raw} is not a port (0-65535)")
+    return port
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -57,9 +69,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--worker-id", help=f"worker id recorded in decisions (default ${config.ENV_WORKER_ID} or host-pid)")
     p.add_argument("-l", "--loglevel", default="info")
     p.add_argument("--no-audit-sink", action="store_true", help="do not run the ClickHouse audit sink in this worker")
+    p.add_argument("--metrics-port", type=_port, help=f"serve Prometheus metrics on this port (default "
+                   f"${config.ENV_METRICS_PORT}; 0: none)")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("sink", help="run the audit sink (pdx.audit → ClickHouse) as its own process")
     p.add_argument("--sink-id")
+    p.add_argument("--metrics-port", type=_port, help=f"serve Prometheus metrics on this port (default "
+                   f"${config.ENV_METRICS_PORT}; 0: none)")
     p.add_argument("-l", "--loglevel", default="info")
     p.set_defaults(func=cmd_sink)

@@ -153,6 +153,7 @@ class PolicyClient:
         on_behalf_of: Sequence[str] = (),
         timeout_s: float | None = None,
         request_id: str | None = None,
+        token: str | None = None,
     ) -> AccessRequest:
         now = datetime.now(UTC)
         return AccessRequest(
@@ -166,6 +167,7 @@ class PolicyClient:
             reply_to=self.reply_topic,
             reply_partition=self.reply_partition if self.reply_partition is not None else 0,
             deadline=now + timedelta(seconds=timeout_s or self.timeout_s),
+            token=token,
         )
 
     async def send(self, request: AccessRequest, timeout_s: float | None = None) -> Decision:
@@ -202,9 +204,11 @@ class PolicyClient:
         timeout: float | None = None,
         *,
         on_behalf_of: Sequence[str] = (),
+        token: str | None = None,
     ) -> Decision:
+        """Ask for a decision; ``token``: the caller's workload token (a JWT), verified by pdx, never stored."""
         request = self.build_request(
-            identity_id, action, resource, context, on_behalf_of=on_behalf_of, timeout_s=timeout
+            identity_id, action, resource, context, on_behalf_of=on_behalf_of, timeout_s=timeout, token=token
         )
         return await self.send(request, timeout)
 

@@ -68,6 +68,30 @@ def digest(obj: Any) -> bytes:
     return _sha256(canonical_json(obj)).digest()
 
 
+#: Fields added to the request / identity after the chain was defined, with their defaults. A field at its
+#: default is left out of the canonical form, so a record hashes alike whether it was written before the field
+#: existed (its ClickHouse JSON lacks it) or after (the decoded dict holds the default).
+_ADDED_REQUEST_DEFAULTS: dict[str, Any] = {"token": None}
+_ADDED_IDENTITY_DEFAULTS: dict[str, Any] = {"workload_subjects": []}
+
+
+def _without_defaults(obj: Mapping[str, Any], added: Mapping[str, Any]) -> Mapping[str, Any]:
+    drop = [k for k, default in added.items() if k in obj and obj[k] == default]
+    if not drop:
+        return obj
+    return {k: v for k, v in obj.items() if k not in drop}
+
+
+def request_digest(request: Mapping[str, Any]) -> bytes:
+    """SHA-256 of the canonical JSON of an AccessRequest dict (fields added later left out at their default)."""
+    return digest(_without_defaults(request, _ADDED_REQUEST_DEFAULTS))
+
+
+def identity_digest(identity: Mapping[str, Any]) -> bytes:
+    """SHA-256 of the canonical JSON of an Identity dict (fields added later left out at their default)."""
+    return digest(_without_defaults(identity, _ADDED_IDENTITY_DEFAULTS))
+
+
 def micros(value: _dt.datetime) -> int:
     """Microseconds since the epoch of an aware datetime (what DateTime64(6) and timestamp-micros hold)."""
     delta = value - _EPOCH
@@ -127,9 +151,9 @@ def record_digests(record: Mapping[str, Any]) -> tuple[bytes, bytes]:
     where the record was encoded from its parts rather than spliced, and by tests."""
     decision = record["decision"]
     identity = record.get("identity")
-    return digest(record["request"]), digest(
+    return request_digest(record["request"]), digest(
         body(
-            digest(identity).hex() if identity is not None else None,
+            identity_digest(identity).hex() if identity is not None else None,
             str(decision["decision"]),
             [[r["code"], r["message"], r.get("policy") or "", r.get("rule") or ""]
              for r in decision.get("reasons") or ()],

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from streams.contracts.redact import redacted
 from streams.errors import quote
 
 if TYPE_CHECKING:  # only the type: the limits are chosen by streams.config, at the edge
@@ -72,6 +73,11 @@ def exceeded(raw_len: int, request: Mapping[str, Any], limits: RequestLimits) ->
     if len(c_attrs) > most:
         return f"context.attributes has {len(c_attrs)} entries (limit {most})"
     cap = limits.max_string_chars
+    token = request.get("token")
+    if token is not None:  # the token has a limit of its own, and its bytes hold no other string
+        if len(token) > limits.max_token_chars:
+            return f"token is {len(token)} chars (limit {limits.max_token_chars})"
+        raw_len -= len(token)
     if raw_len <= cap:  # no string is longer than the message that carried it
         return None
     return _long_string(request, resource, context, obo, r_attrs, c_attrs, cap)
@@ -207,4 +213,6 @@ def shrink(request: Mapping[str, Any], limits: RequestLimits) -> dict[str, Any]:
         "reply_to": _cut(request["reply_to"], n),
         "reply_partition": _clamp(request["reply_partition"], -(2**31), 2**31 - 1),
         "deadline": request["deadline"],
+        # the audit never holds a token: its hash, as the Redactor writes it
+        "token": None if request.get("token") is None else redacted(request["token"]),
     }

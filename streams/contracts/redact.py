@@ -11,6 +11,11 @@ ignoring ``-``/``_``/``.``, as a substring: ``X-Api-Key`` matches ``api_key``), 
 ``eyJ...``) or an HTTP authorization value (``Bearer ...``, ``Basic ...``). The replacement is
 ``[redacted:sha256:<first 12 hex of sha256(value)>]``: the secret is gone, but an investigator can still see
 that two requests carried the same value, and check a suspected value by hashing it.
+
+The request's workload token (``token``, a JWT) is always replaced the same way. What the audit keeps of it —
+the verified issuer, subject, jti, iat and the full sha256 — the Decider adds as ``context.attributes``
+``pdx.token.*`` after redaction; attributes the *caller* named ``pdx.token.*`` are always redacted, so an
+audit record's ``pdx.token.*`` values are pdx's own.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ DEFAULT_PATTERNS = DEFAULT_REDACT_ATTRIBUTES
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _AUTH_SCHEME = re.compile(r"(?i)\b(?:bearer|basic|digest|negotiate)\s+[A-Za-z0-9._~+/=-]{8,}")
 _NOT_NAME = re.compile(r"[^a-z0-9]")
+#: attribute names reserved for what the Decider records of a verified token (streams.model.tokens.AUDIT_PREFIX)
+_RESERVED_PREFIX = "pdx.token."
 #: attribute names seen and whether they match: a handful of names recur, so each is normalised once
 _NAME_CACHE_MAX = 4096
 
@@ -54,7 +61,7 @@ class Redactor:
         hit = self._names.get(name)
         if hit is None:
             normal = _normal(name)
-            hit = any(p in normal for p in self.patterns)
+            hit = name.startswith(_RESERVED_PREFIX) or any(p in normal for p in self.patterns)
             if len(self._names) < _NAME_CACHE_MAX:
                 self._names[name] = hit
         return hit
@@ -78,9 +85,14 @@ class Redactor:
         context = request.get("context") or {}
         res_attrs = self._map(resource.get("attributes"))
         ctx_attrs = self._map(context.get("attributes"))
-        if res_attrs is None and ctx_attrs is None:
+        token = request.get("token")
+        if token is not None and token.startswith("[redacted:"):
+            token = None  # already replaced (a shrunk copy)
+        if res_attrs is None and ctx_attrs is None and token is None:
             return None
         out = dict(request)
+        if token is not None:
+            out["token"] = redacted(token)
         if res_attrs is not None:
             out["resource"] = {**resource, "attributes": res_attrs}
         if ctx_attrs is not None:

@@ -95,7 +95,14 @@ SCHEMA_FILES: dict[str, str] = {
 #: Fields added to a schema since it was first published, oldest first (always at the end, with a default:
 #: schemas/README.md, "Evolution rules"). The versions without them are registered as writer schemas at load,
 #: so messages written before an addition (e.g. AuditRecords from before the hash chain) still decode.
-ADDED_FIELDS: dict[str, tuple[str, ...]] = {"AuditRecord": ("chain",)}
+ADDED_FIELDS: dict[str, tuple[str, ...]] = {
+    "AuditRecord": ("chain",),
+    "AccessRequest": ("token",),
+    "Identity": ("workload_subjects",),
+}
+#: Records nested in another schema whose added fields make earlier versions of that schema too: an AuditRecord
+#: written before ``token`` / ``workload_subjects`` holds the earlier AccessRequest / Identity.
+_NESTED: dict[str, dict[str, str]] = {"AuditRecord": {"request": "AccessRequest", "identity": "Identity"}}
 
 
 # ---- CRC-64-AVRO (Rabin) fingerprint ----------------------------------------------------------------
@@ -218,12 +225,41 @@ def _load(schemas_dir: Traversable) -> None:
 _load(_schema_dir())
 
 
+def _versions(name: str) -> list[dict[str, Any]]:
+    """Every version of ``name``'s self-contained schema, current first: each prefix of its added fields dropped,
+    combined with every version of the records nested in it (see :data:`_NESTED`)."""
+    current = _CODECS[name].schema
+    added = ADDED_FIELDS.get(name, ())
+    tops = [current] + [
+        {**current, "fields": [f for f in current["fields"] if f["name"] not in set(added[k:])]}
+        for k in range(len(added))
+    ]
+    out: list[dict[str, Any]] = []
+    for top in tops:
+        variants = [top]
+        for field_name, nested in _NESTED.get(name, {}).items():
+            expanded = []
+            for variant in variants:
+                for inner in _versions(nested):
+                    fields = []
+                    for f in variant["fields"]:
+                        if f["name"] == field_name:
+                            ftype = f["type"]
+                            if isinstance(ftype, list):  # ["null", record]
+                                ftype = [inner if isinstance(t, dict) else t for t in ftype]
+                            else:
+                                ftype = inner
+                            f = {**f, "type": ftype}
+                        fields.append(f)
+                    expanded.append({**variant, "fields": fields})
+            variants = expanded
+        out.extend(variants)
+    return out
+
+
 def _register_earlier_versions() -> None:
-    for name, added in ADDED_FIELDS.items():
-        current = _CODECS[name].schema
-        for k in range(len(added)):
-            dropped = set(added[k:])
-            earlier = {**current, "fields": [f for f in current["fields"] if f["name"] not in dropped]}
+    for name in ADDED_FIELDS:
+        for earlier in _versions(name)[1:]:
             register_writer_schema(name, earlier)
 
 #: The worker's hot path: an AuditRecord from the already-encoded request, identity and decision

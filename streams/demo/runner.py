@@ -57,6 +57,15 @@ def in_change_window(now: datetime) -> bool:
     return "outside_change_window" not in evaluate(bundle, request, identity, [], now).reason_codes
 
 
+def _token(sc: Any) -> str | None:
+    """The scenario's workload token, minted now by the dev issuer (pdx dev up / the demo create it)."""
+    if sc.token is None:
+        return None
+    from streams.devservices.issuer import mint
+
+    return mint(config.load(), sc.token)
+
+
 async def _run_scenarios(demo: DemoScenarios) -> list[dict[str, Any]]:
     from streams.client import PolicyClient
     from streams.ops import grant_approval, update_identity
@@ -68,7 +77,8 @@ async def _run_scenarios(demo: DemoScenarios) -> list[dict[str, Any]]:
     async with PolicyClient(timeout_s=10.0) as client:
         await asyncio.sleep(0.5)  # let the approvals reach the worker's table
         for sc in demo.cases:
-            d = await client.check(sc.identity, sc.action, sc.resource, sc.context, on_behalf_of=sc.on_behalf_of)
+            d = await client.check(sc.identity, sc.action, sc.resource, sc.context, on_behalf_of=sc.on_behalf_of,
+                                   token=_token(sc))
             results.append(_result(sc, d))
         # Kill switch: suspend an identity that was just allowed; its next request is denied. The suspension
         # travels through Kafka, so ask again until the expected decision arrives (or 10 s pass).
@@ -77,7 +87,8 @@ async def _run_scenarios(demo: DemoScenarios) -> list[dict[str, Any]]:
                 await update_identity(sc.suspend, lambda i: setattr(i, "status", "suspended"))
             deadline = time.monotonic() + 10
             while True:
-                d = await client.check(sc.identity, sc.action, sc.resource, sc.context, on_behalf_of=sc.on_behalf_of)
+                d = await client.check(sc.identity, sc.action, sc.resource, sc.context,
+                                       on_behalf_of=sc.on_behalf_of, token=_token(sc))
                 if d.decision == sc.expected or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.1)
@@ -113,6 +124,7 @@ def prepare_stack(worker_id: str = DEMO_WORKER, *, start_worker: bool = True) ->
     from streams.audit.store import connect
     from streams.contracts.signing import ensure_dev_keys
     from streams.devservices import procs
+    from streams.devservices.issuer import ensure_dev_issuer
     from streams.devservices.services import DevStack, Ports
     from streams.devservices.workers import spawn_sink, spawn_worker, wait_until_ready
     from streams.kafka.topics import create_topics
@@ -122,6 +134,7 @@ def prepare_stack(worker_id: str = DEMO_WORKER, *, start_worker: bool = True) ->
     stack = DevStack(s.state_dir)
     stack.up(("kafka", "clickhouse"), Ports.from_settings(s))
     ensure_dev_keys(s)  # state is signed: dev keys under the state dir, the quick start stays two commands
+    ensure_dev_issuer(s)  # and the demo's callers send workload tokens of a dev issuer the worker trusts
     asyncio.run(create_topics(s))
     with step("Migrating the ClickHouse audit schema"):
         migrate(connect(s.clickhouse_url, role="admin"), ttl_days=s.audit_ttl_days)

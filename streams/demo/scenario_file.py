@@ -53,6 +53,8 @@ class Scenario:
     expected_reasons: list[str] = field(default_factory=list)
     on_behalf_of: list[str] = field(default_factory=list)
     approvals: list[Approval] = field(default_factory=list)
+    #: claims of the workload token the runner mints with the dev issuer and sends (None: no token)
+    token: dict[str, Any] | None = None
     #: an identity the runner suspends before sending this request (``then:`` entries only)
     suspend: str | None = None
     #: the case in ``pdx policy test`` shape: times resolved, ``expect`` chosen, demo-only keys removed
@@ -151,7 +153,7 @@ def _scenario(node: Any, index: int, filename: str, section: str, in_change_wind
     if section == "then" and (not isinstance(suspend, str) or not suspend):
         raise ScenarioFileError(f"{where} 'suspend' (the identity id to suspend first) is required in 'then'")
 
-    case = {k: _plain(v, now if k in ("context", "approvals") else None)
+    case = {k: _plain(v, now if k in ("context", "approvals", "token") else None)
             for k, v in node.items() if k not in ("expect_when", "suspend")}
     case["name"] = name
     case["expect"] = expect
@@ -181,6 +183,7 @@ def _scenario(node: Any, index: int, filename: str, section: str, in_change_wind
         approvals=rc.approvals,
         suspend=suspend,
         case=case,
+        token=case.get("token"),
     )
 
 

@@ -26,9 +26,9 @@ def _spawn_pdx(state_dir: Path, name: str, args: list[str], env: dict[str, str] 
     return pid, log
 
 
-def spawn_sink(state_dir: Path, sink_id: str) -> tuple[int, Path]:
-    """Start `pdx sink` in the background; returns (pid, log)."""
-    return _spawn_pdx(state_dir, sink_id, ["sink", "--sink-id", sink_id])
+def spawn_sink(state_dir: Path, sink_id: str, extra_args: tuple[str, ...] = ()) -> tuple[int, Path]:
+    """Start `pdx sink` in the background (with ``extra_args``, e.g. ``--metrics-port``); returns (pid, log)."""
+    return _spawn_pdx(state_dir, sink_id, ["sink", "--sink-id", sink_id, *extra_args])
 
 
 def spawn_worker(state_dir: Path, worker_id: str, extra_env: dict[str, str] | None = None) -> tuple[int, Path]:

@@ -32,6 +32,15 @@ class ReasonCode(StrEnum):
     INVALID_REPLY_ROUTE = "invalid_reply_route"
     #: the request exceeds a size limit (Settings.request_limits; see streams.contracts.limits)
     REQUEST_TOO_LARGE = "request_too_large"
+    #: the request's workload token (AccessRequest.token) failed verification (streams/model/tokens.py): never
+    #: an allow, decided before any rule
+    TOKEN_MALFORMED = "token_malformed"  # noqa: S105 - a reason code, not a secret
+    TOKEN_UNTRUSTED_ISSUER = "token_untrusted_issuer"  # noqa: S105 - a reason code, not a secret
+    TOKEN_ALGORITHM_NOT_ALLOWED = "token_algorithm_not_allowed"  # noqa: S105 - a reason code, not a secret
+    TOKEN_INVALID_SIGNATURE = "token_invalid_signature"  # noqa: S105 - a reason code, not a secret
+    TOKEN_EXPIRED = "token_expired"  # noqa: S105 - a reason code, not a secret
+    TOKEN_NOT_YET_VALID = "token_not_yet_valid"  # noqa: S105 - a reason code, not a secret
+    TOKEN_WRONG_AUDIENCE = "token_wrong_audience"  # noqa: S105 - a reason code, not a secret
 
 
 @dataclass(slots=True, frozen=True)

@@ -86,6 +86,8 @@ class Identity:
     credentials: list[Credential] = field(default_factory=list)
     attributes: dict[str, str] = field(default_factory=dict)
     updated_at: datetime = EPOCH
+    #: token subjects registered for this identity (OIDC ``sub``, SPIFFE ID); see token.subject_matches_identity
+    workload_subjects: list[str] = field(default_factory=list)
 
     def credential_age_days(self, now: datetime) -> float | None:
         """Age in days of the OLDEST active credential; None when the identity has no active credential."""
@@ -112,6 +114,7 @@ class Identity:
             "credentials": [c.to_dict() for c in self.credentials],
             "attributes": dict(self.attributes),
             "updated_at": self.updated_at,
+            "workload_subjects": list(self.workload_subjects),
         }
 
     @classmethod
@@ -136,4 +139,5 @@ class Identity:
             credentials=[Credential.from_dict(c) for c in creds],
             attributes=_str_map(d.get("attributes"), f"{what}: attributes"),
             updated_at=EPOCH if updated is None else parse_timestamp(updated, f"{what}: updated_at"),
+            workload_subjects=_str_list(d.get("workload_subjects"), f"{what}: workload_subjects"),
         )

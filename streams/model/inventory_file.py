@@ -2,7 +2,7 @@
 
 YAML: a list of identities, or ``{identities: [...]}``, in the Identity contract shape (docs/contracts.md).
 CSV: one row per identity, or per credential (rows with the same id merge their credentials); list columns
-(environments, scopes, tags, approved_repositories) are separated by ``;``; credential columns are
+(environments, scopes, tags, approved_repositories, workload_subjects) are separated by ``;``; credential columns are
 ``credential_id, credential_type, credential_created_at, credential_rotated_at``.
 Timestamps may be ISO-8601 or relative to load time: ``now``, ``now-90d``, ``now-12h``, ``now+30m``.
 """
@@ -23,7 +23,7 @@ from streams.model.identity import Identity
 _RELATIVE = re.compile(r"^now(?:([+-])(\d+(?:\.\d+)?)([smhd]))?$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _TS_FIELDS = ("created_at", "rotated_at", "expires_at", "updated_at", "granted_at")
-_LIST_COLUMNS = ("environments", "scopes", "tags", "approved_repositories")
+_LIST_COLUMNS = ("environments", "scopes", "tags", "approved_repositories", "workload_subjects")
 
 
 def resolve_relative(value: Any, now: datetime) -> Any:

@@ -123,6 +123,8 @@ class AccessRequest:
     reply_to: str = ""
     reply_partition: int = 0
     deadline: datetime | None = None
+    #: the caller's workload token (a JWT), verified by the worker before any rule runs (streams/model/tokens.py)
+    token: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -136,6 +138,7 @@ class AccessRequest:
             "reply_to": self.reply_to,
             "reply_partition": self.reply_partition,
             "deadline": self.deadline,
+            "token": self.token,
         }
 
     @classmethod
@@ -176,6 +179,7 @@ class AccessRequest:
             d["reply_to"],
             part,
             d["deadline"],
+            d.get("token"),
         )
 
     @classmethod
@@ -202,4 +206,5 @@ class AccessRequest:
             reply_to=str(d.get("reply_to") or ""),
             reply_partition=part,
             deadline=optional_timestamp(d.get("deadline"), "request.deadline"),
+            token=_opt_str(d, "token", "request"),
         )

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from time import perf_counter_ns
 
 from streams.model import AccessRequest, Approval, Decision, Identity, MonitorOutcome, Reason, ReasonCode
+from streams.model.tokens import VerifiedToken
 from streams.policy.compiler import EMPTY_TIERS, CompiledBundle, merge_obligations
 
 NO_POLICY = Reason(ReasonCode.NO_POLICY_LOADED.value, "no policy bundle is loaded; failing closed")
@@ -42,8 +43,13 @@ def evaluate(
     identity: Identity | None,
     approvals: Sequence[Approval],
     now: datetime,
+    token: VerifiedToken | None = None,
 ) -> Decision:
-    """Decide ``request``. Never raises for bad policy data; always returns a Decision (fail closed)."""
+    """Decide ``request``. Never raises for bad policy data; always returns a Decision (fail closed).
+
+    ``token`` is the request's verified workload token (``token.*`` attributes), or None when it carried none.
+    Verifying ``request.token`` is the caller's job (the worker's Decider, streams/model/tokens.py): a token
+    that fails is denied with its reason code before the engine runs, and the engine never reads the raw text."""
     t0 = perf_counter_ns()
     if now.tzinfo is not UTC:
         now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
@@ -68,7 +74,7 @@ def evaluate(
                         (perf_counter_ns() - t0) // 1000, "")
     # Python 3.11 try blocks cost nothing unless something is raised.
     try:
-        env = [request, identity, approvals, now, None]  # see runtime.new_env
+        env = [request, identity, approvals, now, None, token]  # see runtime.new_env
         decide = tiers.decide
         if decide is not None:
             tier, winners = decide(env)

@@ -19,14 +19,17 @@ from zoneinfo import ZoneInfo
 
 from streams.model import AccessRequest, Approval, Identity, parse_timestamp
 from streams.model.cache import TextCache
+from streams.model.tokens import VerifiedToken
 from streams.policy.language import WEEKDAYS, minutes_of_day
 
 # One request's evaluation environment is a plain list (built by a list display, far cheaper than an object):
 #   env[REQ] AccessRequest, env[IDENT] Identity, env[APPROVALS] Sequence[Approval], env[NOW] aware-UTC datetime,
-#   env[CACHE] dict of derived attributes computed so far (None until the first derived attribute is read).
+#   env[CACHE] dict of derived attributes computed so far (None until the first derived attribute is read),
+#   env[TOKEN] the request's VerifiedToken (None: the request carried no token; a token that failed
+#   verification never reaches the engine, the worker denies it first).
 # Derived attributes are computed lazily by the functions below, only when a candidate rule reads them.
 Env = list  # type alias for readability in signatures
-REQ, IDENT, APPROVALS, NOW, CACHE = range(5)
+REQ, IDENT, APPROVALS, NOW, CACHE, TOKEN = range(6)
 
 Getter = Callable[[Env], Any]
 Pred = Callable[[Env], bool]
@@ -34,8 +37,9 @@ Pred = Callable[[Env], bool]
 _UNSET: Any = object()
 
 
-def new_env(req: AccessRequest, ident: Identity, approvals: Sequence[Approval], now: datetime) -> Env:
-    return [req, ident, approvals, now, None]
+def new_env(req: AccessRequest, ident: Identity, approvals: Sequence[Approval], now: datetime,
+            token: VerifiedToken | None = None) -> Env:
+    return [req, ident, approvals, now, None, token]
 
 
 def _cache(env: Env) -> dict[Any, Any]:
@@ -89,12 +93,75 @@ def active_credential_types(env: Env) -> list[str]:
     return [cr.type for cr in env[IDENT].credentials if cr.status == "active"]
 
 
+# ---- token.*: the verified workload token (streams/model/tokens.py); a request without one reads as
+# unverified, with missing strings and numbers and empty sets ----
+
+
+def token_verified(env: Env) -> bool:
+    """``token.verified``: the request carried a token and it verified."""
+    return env[TOKEN] is not None
+
+
+def token_issuer(env: Env) -> str | None:
+    t = env[TOKEN]
+    return None if t is None else t.issuer  # type: ignore[no-any-return]
+
+
+def token_subject(env: Env) -> str | None:
+    t = env[TOKEN]
+    return None if t is None else t.subject  # type: ignore[no-any-return]
+
+
+def token_jti(env: Env) -> str | None:
+    t = env[TOKEN]
+    return None if t is None else t.jti  # type: ignore[no-any-return]
+
+
+def token_audience(env: Env) -> tuple[str, ...]:
+    t = env[TOKEN]
+    return () if t is None else t.audience  # type: ignore[no-any-return]
+
+
+def token_scopes(env: Env) -> tuple[str, ...]:
+    t = env[TOKEN]
+    return () if t is None else t.scopes  # type: ignore[no-any-return]
+
+
+def token_act(env: Env) -> tuple[str, ...]:
+    t = env[TOKEN]
+    return () if t is None else t.act  # type: ignore[no-any-return]
+
+
+def verified_token_age_s(env: Env) -> float | None:
+    """``token.age_s``: seconds since the verified token's ``iat`` (None without a token or an ``iat``)."""
+    t = env[TOKEN]
+    if t is None or t.issued_at is None:
+        return None
+    return (env[NOW] - t.issued_at).total_seconds()  # type: ignore[no-any-return]
+
+
+def token_subject_matches_identity(env: Env) -> bool:
+    """``token.subject_matches_identity``: the verified token's subject is one of the identity's
+    ``workload_subjects``."""
+    t = env[TOKEN]
+    return t is not None and t.subject in env[IDENT].workload_subjects
+
+
 #: Derived attributes computed by a function of the env; the generated code calls them by their ``__name__``.
 DERIVED: dict[str, Getter] = {
     "identity.credentials": active_credential_types,
     "identity.credential_age_days": credential_age_days,
     "context.token_age_s": token_age_s,
     "context.approval_valid": approval_valid,
+    "token.verified": token_verified,
+    "token.issuer": token_issuer,
+    "token.subject": token_subject,
+    "token.jti": token_jti,
+    "token.audience": token_audience,
+    "token.scopes": token_scopes,
+    "token.act": token_act,
+    "token.age_s": verified_token_age_s,
+    "token.subject_matches_identity": token_subject_matches_identity,
 }
 
 

@@ -12,6 +12,8 @@ A test file::
         resource: {id: orders, type: database, environment: production}
         context: {requested_ttl_s: 1800}
         approvals: []                     # Approval mappings (optional)
+        token: {iss: "https://issuer.example", sub: "spiffe://example/ns/x/sa/y", aud: pdx,
+                iat: "2025-06-03T09:55:00Z", scope: "api:read"}   # claims of a VERIFIED token (optional)
         now: "2025-06-03T10:00:00Z"      # optional per case
         expect:
           decision: allow                 # required
@@ -20,6 +22,10 @@ A test file::
           obligations: {expires_at: "2025-06-03T10:30:00Z"}  # each given key must equal (optional)
           monitor: [rule-id, ...]         # monitor rules that matched, as a set (optional)
 
+A case's ``token`` is taken as a verified token with those claims (``iss``, ``sub``, ``aud``, ``iat``, ``exp``
+— timestamps or seconds since the epoch; ``exp`` defaults to an hour after ``now`` — ``jti``, ``scope`` /
+``scp``, ``act``): policy tests test policies, while signature and time checks are the worker's
+(streams/model/tokens.py, tested with minted tokens). Without ``token`` the case reads ``token.verified`` false.
 A request file for ``pdx policy explain`` has the same keys as one case (``expect`` ignored).
 Coverage: a rule is exercised when it is among a case's deciding rules or monitor outcomes.
 """
@@ -29,17 +35,19 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from streams.errors import PolicyError
 from streams.model import AccessRequest, Approval, Decision, Identity, parse_timestamp
+from streams.model.tokens import VerifiedToken
 from streams.policy.compiler import CompiledBundle
 from streams.policy.evaluator import evaluate
 from streams.policy.loader import PolicySet, PolicyValidationError, Problem, read_yaml_file
 
-CASE_KEYS = {"name", "description", "identity", "request", "resource", "context", "approvals", "now", "expect"}
+CASE_KEYS = {"name", "description", "identity", "request", "resource", "context", "approvals", "token", "now",
+             "expect"}
 EXPECT_KEYS = {"decision", "reasons", "matched_rules", "obligations", "monitor"}
 
 
@@ -53,6 +61,8 @@ class RequestCase:
     identity: Identity | None
     approvals: list[Approval]
     now: datetime
+    #: the verified token the case gives (None: the request carries no token)
+    token: VerifiedToken | None = None
 
 
 def _plain(v: Any) -> Any:
@@ -111,11 +121,28 @@ def build_request_case(case: Mapping[str, Any], fixtures: Mapping[str, Any] | No
         if not isinstance(approvals_node, list):
             raise CaseError(f"{name}: approvals must be a list")
         approvals = [Approval.from_dict(_plain(a)) for a in approvals_node]
+        token = _case_token(case.get("token"), now, name)
     except CaseError:
         raise
     except ValueError as exc:
         raise CaseError(f"{name}: {exc}") from None
-    return RequestCase(request, identity, approvals, now)
+    return RequestCase(request, identity, approvals, now, token)
+
+
+def _case_token(node: Any, now: datetime, name: str) -> VerifiedToken | None:
+    if node is None:
+        return None
+    if not isinstance(node, Mapping):
+        raise CaseError(f"{name}: token must be a mapping of claims (iss, sub, aud, iat, ...)")
+    claims = _plain(node)
+    for key in ("iat", "exp"):
+        if isinstance(claims.get(key), (str, datetime)):
+            claims[key] = parse_timestamp(claims[key], f"{name}: token.{key}")
+    claims.setdefault("exp", now + timedelta(hours=1))
+    try:
+        return VerifiedToken.from_claims(claims)
+    except ValueError as exc:
+        raise CaseError(f"{name}: token: {exc}") from None
 
 
 @dataclass
@@ -215,7 +242,7 @@ def run_test_file(path: Path, bundle: CompiledBundle,
         except CaseError as exc:
             problems.append(Problem(file, line, None, str(exc)))
             continue
-        d = evaluate(bundle, rc.request, rc.identity, rc.approvals, rc.now)
+        d = evaluate(bundle, rc.request, rc.identity, rc.approvals, rc.now, rc.token)
         for rid in d.matched_rules:
             exercised[rid] = exercised.get(rid, 0) + 1
         for m in d.monitor:

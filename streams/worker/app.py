@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import faust
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from streams import config
+from streams import config, metrics
 from streams.config import Settings
 from streams.contracts import signing
 from streams.contracts.redact import Redactor
 from streams.errors import UserError
 from streams.kafka import clients
+from streams.model.tokens import TokenVerifier
 from streams.worker import recorded
 from streams.worker.chain import AuditChains
 from streams.worker.decide import Decider, Incoming
@@ -53,6 +55,19 @@ def trusted_state_keys(cfg: Settings) -> signing.TrustedKeys:
                 kind, config.ENV_TRUSTED_KEYS_PREFIX, kind.upper(), kind, cfg.signing_keys_dir,
             )
     return trust
+
+
+def token_verifier(cfg: Settings) -> TokenVerifier | None:
+    """The trusted workload-token issuers (PDX_JWKS_FILE); None without one: requests carrying a token are
+    denied token_untrusted_issuer, requests without one are decided as before. A file that cannot be used stops
+    the worker (UserError), since a typo must not silently turn every token into a deny."""
+    issuers = cfg.token_issuers_file
+    if issuers is None:
+        log.info("no trusted token issuers (%s not set): requests with a token are denied", config.ENV_JWKS_FILE)
+        return None
+    verifier = TokenVerifier.from_file(issuers)
+    log.info("trusting workload tokens of %s", ", ".join(sorted(verifier.issuers)) or "no issuer")
+    return verifier
 
 
 def audit_chains(cfg: Settings) -> AuditChains:
@@ -111,6 +126,7 @@ def build_app(cfg: Settings) -> faust.App:
     )
     state = WorkerState(trusted_state_keys(cfg))
     replicas = state_replicas(cfg, state)
+    registry, observer = metrics.worker_registry(state, replicas)  # served when PDX_METRICS_PORT is set
     assigned = asyncio.Event()
 
     def log_state(what: str) -> None:
@@ -127,7 +143,7 @@ def build_app(cfg: Settings) -> faust.App:
     @app.task
     async def decide_requests() -> None:
         await state_loaded()
-        await run_request_loop(cfg, state, assigned)
+        await run_request_loop(cfg, state, assigned, observer)
 
     @app.task
     async def run_replicas() -> None:
@@ -139,7 +155,15 @@ def build_app(cfg: Settings) -> faust.App:
         async def audit_sink() -> None:
             from streams.audit.sink import AuditSink
 
-            await AuditSink(cfg, cfg.worker_id).run()
+            sink = AuditSink(cfg, cfg.worker_id)
+            metrics.sink_registry(sink, registry)
+            await sink.run()
+
+    if cfg.metrics_port:
+
+        @app.task
+        async def serve_metrics() -> None:
+            metrics.serve(registry, cfg.metrics_port)
 
     @app.task
     async def announce_ready() -> None:
@@ -240,8 +264,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.assigned.set()
 
 
-async def run_request_loop(cfg: Settings, state: WorkerState, assigned: asyncio.Event) -> None:
-    """Consume ``pdx.requests`` in the worker's group and run the batch loop until cancelled."""
+async def run_request_loop(cfg: Settings, state: WorkerState, assigned: asyncio.Event, observer: Any = None) -> None:
+    """Consume ``pdx.requests`` in the worker's group and run the batch loop until cancelled; ``observer``: see
+    streams.worker.loop.LoopObserver."""
     consumer = clients.consumer(
         cfg,
         group_id=cfg.app_id,
@@ -274,13 +299,17 @@ async def run_request_loop(cfg: Settings, state: WorkerState, assigned: asyncio.
         routes = ReplyRoutes(cfg, cluster, request_lookup=lambda topic: producer.client.add_topic(topic))
         decider = Decider(state, cfg.worker_id, routes, audit_on_request_partition=same,
                           request_limits=cfg.request_limits, chains=audit_chains(cfg),
-                          redactor=Redactor(cfg.redact_attributes))
-        loop = RequestLoop(decider, KafkaBatchProducer(producer))
+                          redactor=Redactor(cfg.redact_attributes), tokens=token_verifier(cfg))
+        loop = RequestLoop(decider, KafkaBatchProducer(producer), observer)
         busy = asyncio.Lock()
         rebalance = _Rebalance(cfg, consumer, loop, commits, busy, assigned, same)
         consumer.subscribe([config.TOPIC_REQUESTS], listener=rebalance)
         while True:
             fetched = await consumer.getmany(timeout_ms=1000, max_records=cfg.worker_batch_max)
+            received = time.monotonic()
+            if loop.observer.lag_due():
+                lag = await metrics.consumer_lag(consumer)
+                loop.observer.consumer_lag({partition: n for (_, partition), n in lag.items()})
             if not fetched:
                 async with busy:
                     await loop.checkpoint()
@@ -293,7 +322,7 @@ async def run_request_loop(cfg: Settings, state: WorkerState, assigned: asyncio.
                     for records in fetched.values()
                     for m in records
                 ]
-                await loop.process(msgs)
+                await loop.process(msgs, received)
                 # Everything fetched is answered (or failed closed): these offsets may be committed.
                 commits.record(fetched, loop.audit_end)
                 await loop.checkpoint()

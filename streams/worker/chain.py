@@ -115,7 +115,7 @@ class AuditChains:
         cached = self._identities.get(identity_id)
         if cached is not None and cached[0] is identity_msg:
             return cached[1]
-        value = audit_chain.digest(wire.decode_as("Identity", identity_msg)).hex()
+        value = audit_chain.identity_digest(wire.decode_as("Identity", identity_msg)).hex()
         self._identities[identity_id] = (identity_msg, value)
         return value
 

@@ -25,6 +25,7 @@ from streams.contracts import audit_chain, limits, splice, wire
 from streams.contracts.dlq import dead_letter_headers
 from streams.contracts.redact import Redactor
 from streams.model import AccessRequest, Decision, ReasonCode
+from streams.model.tokens import TokenError, TokenVerifier, VerifiedToken, token_sha256
 from streams.policy import evaluate
 from streams.worker.chain import AuditChains
 from streams.worker.recorded import RecordedDecisions
@@ -104,6 +105,7 @@ class Decider:
         request_limits: RequestLimits = DEFAULT_REQUEST_LIMITS,
         chains: AuditChains | None = None,
         redactor: Redactor | None = None,
+        tokens: TokenVerifier | None = None,
     ) -> None:
         self.state = state
         self.worker_id = worker_id
@@ -120,6 +122,9 @@ class Decider:
         self.chains = chains
         #: secret attribute values replaced before the request is audited (streams/contracts/redact.py)
         self.redactor = redactor if redactor is not None else Redactor()
+        #: the trusted workload-token issuers (streams/model/tokens.py); None: every request with a token is
+        #: denied token_untrusted_issuer
+        self.tokens = tokens
         self._log_dead_letter = _EverySecond()
 
     def decide_batch(self, msgs: Sequence[Incoming]) -> list[Planned]:
@@ -163,6 +168,8 @@ class Decider:
             except (ValueError, TypeError, KeyError) as exc:
                 invalid = str(exc)
         identity = None
+        #: what the audit keeps of the request's token (context.attributes pdx.token.*), None: it had none
+        token_audit: dict[str, str] | None = None
         if route_problem is not None:
             decision = self._fail_closed(rid, ReasonCode.INVALID_REPLY_ROUTE, f"invalid reply route: {route_problem}")
         elif too_large is not None:
@@ -178,15 +185,35 @@ class Decider:
                     f"request deadline {request.deadline.isoformat()} passed before evaluation",
                 )
             else:
-                approvals = self.state.approvals_for(request.identity_id)
-                decision = evaluate(self.state.bundle, request, identity, approvals, received_at)
-                decision.worker_id = self.worker_id
+                verified: VerifiedToken | None = None
+                failed: TokenError | None = None
+                if request.token is not None:  # verified before any rule: a bad token is a deny, never an allow
+                    try:
+                        verified = self._verify_token(request.token, received_at)
+                        token_audit = verified.audit_attributes()
+                    except TokenError as exc:
+                        failed = exc
+                        token_audit = {"pdx.token.sha256": token_sha256(request.token)}
+                if failed is not None:
+                    decision = self._fail_closed(rid, failed.code, f"workload token rejected: {failed.message}")
+                else:
+                    approvals = self.state.approvals_for(request.identity_id)
+                    decision = evaluate(self.state.bundle, request, identity, approvals, received_at, verified)
+                    decision.worker_id = self.worker_id
         decision_msg = wire.encode("Decision", decision.to_dict(), trusted=True)
         planned = Planned(rid)
         raw_request = None if too_large is not None else msg.value
         audited_request = self.redactor.redact(request_dict)
         if audited_request is not None:  # secrets never reach the audit trail: audit the redacted copy
             request_dict, raw_request = audited_request, None
+            if token_audit is not None:
+                ctx = request_dict["context"]
+                request_dict["context"] = {**ctx, "attributes": {**ctx["attributes"], **token_audit}}
+            if too_large is None:  # re-encoded, the copy is spliced like a request as received
+                try:
+                    raw_request = wire.encode("AccessRequest", request_dict)
+                except (ValueError, TypeError, OverflowError):
+                    raw_request = None
         planned.audit = self._audit(msg, raw_request, request_dict, decision, decision_msg, identity, received_at)
         if route_problem is None:
             key = rid.encode()
@@ -232,7 +259,7 @@ class Decider:
             link, field_bytes = chains.link(
                 msg.topic,
                 msg.partition,
-                audit_chain.digest(request_dict),
+                audit_chain.request_digest(request_dict),
                 self._body_digest(request_dict, decision, identity_msg, received_at, decided_at, msg),
             )
             audit = splice.with_chain(audit, field_bytes)
@@ -302,6 +329,12 @@ class Decider:
             return wire.encode("AuditRecord", record)
         except (ValueError, TypeError, OverflowError):
             return wire.encode("AuditRecord", {**record, "request": limits.shrink(request_dict, self.limits)})
+
+    def _verify_token(self, token: str, now: datetime) -> VerifiedToken:
+        if self.tokens is None:
+            raise TokenError(ReasonCode.TOKEN_UNTRUSTED_ISSUER,
+                             f"this worker trusts no token issuers ({config.ENV_JWKS_FILE} is not set)")
+        return self.tokens.verify(token, now)
 
     def _fail_closed(self, request_id: str, code: str, message: str) -> Decision:
         return Decision.fail_closed(

@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from streams import config
 from streams.config import Settings, reply_topic_allowed
 from streams.errors import quote
+from streams.metrics import FetchReport
 from streams.worker.decide import Decider, Incoming, Out, Planned
 
 log = logging.getLogger("pdx.worker.loop")
@@ -169,10 +171,31 @@ class ReplyRoutes:
         self.request_lookup(topic)
 
 
+class LoopObserver:
+    """What the loop reports, per fetch and per checkpoint round (streams/metrics.py WorkerMetrics is the
+    Prometheus one); this one ignores everything."""
+
+    def fetched(self, report: FetchReport) -> None:
+        pass
+
+    def checkpointed(self, count: int) -> None:
+        pass
+
+    def lag_due(self) -> bool:
+        return False
+
+    def consumer_lag(self, lag: Mapping[int, int]) -> None:
+        pass
+
+
 class RequestLoop:
-    def __init__(self, decider: Decider, sink: RecordSink) -> None:
+    def __init__(self, decider: Decider, sink: RecordSink, observer: Any = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.decider = decider
         self.sink = sink
+        #: a LoopObserver (or anything with its methods, e.g. streams.metrics.WorkerMetrics)
+        self.observer = observer if observer is not None else LoopObserver()
+        self.clock = clock
         #: audit partition → the offset after this worker's last durable audit record there: the mark an
         #: offset commit carries (streams/worker/recorded.py)
         self.audit_end: dict[int, int] = {}
@@ -192,6 +215,7 @@ class RequestLoop:
         acked = await self.sink.produce_all([Out(config.TOPIC_CHECKPOINTS, cp.key, cp.value) for cp in due])
         done = [cp for cp, offset in zip(due, acked, strict=True) if offset is not None]
         chains.anchored(done)
+        self.observer.checkpointed(len(done))
         if len(done) < len(due):
             log.warning("%d audit checkpoints were not acknowledged; retrying later", len(due) - len(done))
         return len(done)
@@ -211,8 +235,10 @@ class RequestLoop:
             log.warning("could not produce the final audit checkpoints: %s", str(exc)[:200])
         self.chains.end(partitions)
 
-    async def process(self, msgs: Sequence[Incoming]) -> list[Planned]:
-        """Decide one fetch and produce its records in the delivery order above (steps 2–4)."""
+    async def process(self, msgs: Sequence[Incoming], received_at: float | None = None) -> list[Planned]:
+        """Decide one fetch and produce its records in the delivery order above (steps 2–4). ``received_at``
+        (``clock()`` when the fetch arrived; default: now) starts the decision latency the observer sees."""
+        received_at = self.clock() if received_at is None else received_at
         planned = self.decider.decide_batch(msgs)
         audited = [p for p in planned if p.audit is not None]
         dlq = [p.dead_letter for p in planned if p.dead_letter is not None]
@@ -226,7 +252,16 @@ class RequestLoop:
                 self.audit_end[p.audit.partition] = max(self.audit_end.get(p.audit.partition, 0), offset + 1)
         if self.chains is not None:  # the chains' durable heads: what a checkpoint may cover
             self.chains.settle(p.audit for p in audited if id(p) in durable)
-        await self.sink.produce_all(
+        replied = await self.sink.produce_all(
             [p.reply for p in planned if p.reply is not None and (p.audit is None or id(p) in durable)]
         )
+        self.observer.fetched(FetchReport(
+            size=len(msgs),
+            decided=[p for p in audited if id(p) in durable],
+            repeated=sum(1 for p in planned if p.audit is None and p.reply is not None),
+            replied=sum(1 for offset in replied if offset is not None),
+            audit_failed=len(audited) - len(durable),
+            dead_letters=sum(1 for offset in ok[len(audited):] if offset is not None),
+            seconds=self.clock() - received_at,
+        ))
         return planned

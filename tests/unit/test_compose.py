@@ -51,3 +51,15 @@ def test_grafana_mounts_the_shipped_provisioning() -> None:
         host = volume.split(":")[0]
         assert (settings.REPO_ROOT / host).is_dir(), f"{host} does not exist in the repo"
     assert "grafana-clickhouse-datasource" in grafana["environment"]["GF_INSTALL_PLUGINS"]
+
+
+def test_the_metrics_profile_scrapes_the_workers_metrics_port() -> None:
+    services = _compose()["services"]
+    prometheus = services["prometheus"]
+    assert prometheus["profiles"] == ["metrics"]
+    host, _, container = prometheus["volumes"][0].partition(":")
+    scrape = yaml.safe_load((settings.REPO_ROOT / host).read_text())
+    target = scrape["scrape_configs"][0]["dns_sd_configs"][0]
+    assert target["names"] == ["pdx-worker"]
+    assert str(target["port"]) == services["pdx-worker"]["environment"][settings.ENV_METRICS_PORT]
+    assert container.startswith("/etc/prometheus/prometheus.yml")

@@ -247,8 +247,8 @@ def test_shrink_clamps_an_int_the_decoder_let_through() -> None:
     """fastavro reads an Avro int as any 64-bit varint; the audited copy must still encode."""
     d = request(reply_partition=0, deadline=None)
     raw = wire.encode("AccessRequest", d)
-    assert raw.endswith(b"\x00\x00")
-    big = wire.decode_as("AccessRequest", raw[:-2] + b"\x80\x80\x80\x80\x80\x80\x80\x01" + b"\x00")  # 2**48
+    assert raw.endswith(b"\x00\x00\x00")
+    big = wire.decode_as("AccessRequest", raw[:-3] + b"\x80\x80\x80\x80\x80\x80\x80\x01" + b"\x00\x00")  # 2**48
     assert big["reply_partition"] == 2**48
     small = shrink(big, LIMITS)
     assert small["reply_partition"] == 2**31 - 1

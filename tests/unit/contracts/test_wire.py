@@ -52,6 +52,7 @@ def full_identity() -> dict[str, Any]:
         "credentials": [full_credential(), {**full_credential(), "id": "cred-2", "status": "revoked"}],
         "attributes": {"cost_center": "42", "région": "eu-west-1 ✓"},
         "updated_at": T_MS,
+        "workload_subjects": ["spiffe://acme/ns/billing/sa/svc-billing"],
     }
 
 
@@ -94,6 +95,7 @@ def full_request() -> dict[str, Any]:
         "reply_to": "pdx.decisions",
         "reply_partition": 5,
         "deadline": T_MS + dt.timedelta(seconds=2),
+        "token": "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJzdmMtYmlsbGluZyJ9.c2ln",
     }
 
 
@@ -214,7 +216,7 @@ def full_bundle() -> dict[str, Any]:
 
 
 # What decoding the minimal objects must give: every omitted field at its schema default.
-REQUEST_DEFAULTS: dict[str, Any] = {"on_behalf_of": [], "deadline": None}
+REQUEST_DEFAULTS: dict[str, Any] = {"on_behalf_of": [], "deadline": None, "token": None}
 RESOURCE_DEFAULTS: dict[str, Any] = {
     "environment": None,
     "sensitivity": None,
@@ -238,6 +240,7 @@ IDENTITY_DEFAULTS: dict[str, Any] = {
     "approved_repositories": [],
     "credentials": [],
     "attributes": {},
+    "workload_subjects": [],
 }
 DECISION_DEFAULTS: dict[str, Any] = {"reasons": [], "matched_rules": [], "obligations": {}, "monitor": []}
 
@@ -623,6 +626,7 @@ requests = st.fixed_dictionaries(
         "reply_to": texts,
         "reply_partition": st.integers(-(2**31), 2**31 - 1),
         "deadline": st.none() | millis,
+        "token": st.none() | texts,
     }
 )
 

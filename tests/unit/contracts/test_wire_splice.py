@@ -80,9 +80,19 @@ def test_splice_with_a_chain_link_equals_encode(chain_id: str, seq: int, digest:
 
 def test_audit_records_written_before_the_chain_still_decode() -> None:
     """AuditRecord before the `chain` field (fingerprint 0x7429417d465beffc) is a registered writer schema."""
+    import io
+
+    import fastavro
+
     _, _, _, record = _parts("old", 1, 0, 0, True)
     current = wire.encode("AuditRecord", record)
     assert current.endswith(b"\x00")  # chain: null, the last field
+    # the first AuditRecord: no chain, and its request and identity without token / workload_subjects
+    oldest = wire._versions("AuditRecord")[-1]
     old_header = b"\xc3\x01" + (0x7429417d465beffc).to_bytes(8, "little")
-    old = old_header + current[10:-1]  # the old schema's body is the current one without the last field
+    assert wire._fingerprint_bytes(fastavro.schema.to_parsing_canonical_form(fastavro.parse_schema(oldest))) \
+        == old_header[2:]
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(oldest), record)
+    old = old_header + body.getvalue()
     assert wire.decode_as("AuditRecord", old) == {**wire.decode_as("AuditRecord", current), "chain": None}

@@ -22,7 +22,8 @@ def test_identity_round_trip_keeps_contract_keys_and_aware_datetimes():
     )
     d = ident.to_dict()
     assert list(d) == ["id", "kind", "owner", "status", "environments", "scopes", "tags",
-                       "approved_repositories", "risk_tier", "credentials", "attributes", "updated_at"]
+                       "approved_repositories", "risk_tier", "credentials", "attributes", "updated_at",
+                       "workload_subjects"]
     assert d["updated_at"] == datetime(2025, 6, 1, 10, 0, tzinfo=UTC)
     assert d["credentials"][0]["created_at"].tzinfo is not None
     assert list(d["credentials"][0]) == ["id", "type", "created_at", "rotated_at", "expires_at", "status"]

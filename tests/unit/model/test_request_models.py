@@ -17,7 +17,7 @@ def test_access_request_round_trip_with_contract_keys():
     })
     d = req.to_dict()
     assert list(d) == ["request_id", "occurred_at", "identity_id", "on_behalf_of", "action", "resource", "context",
-                       "reply_to", "reply_partition", "deadline"]
+                       "reply_to", "reply_partition", "deadline", "token"]
     assert list(d["resource"]) == ["id", "type", "environment", "sensitivity", "repository", "owner", "attributes"]
     assert list(d["context"]) == ["source_ip", "token_issued_at", "requested_ttl_s", "approval_id",
                                   "change_ticket", "tool", "attributes"]
@@ -101,14 +101,14 @@ def _with_reply_partition(partition: int) -> bytes:
     d = {"request_id": "r", "occurred_at": NOW, "identity_id": "a", "action": "x:y",
          "resource": {"id": "r", "type": "t"}, "context": {}, "reply_to": "pdx.decisions", "reply_partition": 0}
     raw = wire.encode("AccessRequest", d)
-    assert raw.endswith(b"\x00\x00")  # reply_partition 0, deadline null
+    assert raw.endswith(b"\x00\x00\x00")  # reply_partition 0, deadline null, token null
     z = (partition << 1) ^ (partition >> 63)
     varint = bytearray()
     while z & ~0x7F:
         varint.append((z & 0x7F) | 0x80)
         z >>= 7
     varint.append(z)
-    return raw[:-2] + bytes(varint) + b"\x00"
+    return raw[:-3] + bytes(varint) + b"\x00\x00"
 
 
 @pytest.mark.parametrize("partition", [2**31, -(2**31) - 1, 2**40, -(2**62)])

@@ -161,7 +161,7 @@ def test_an_identity_digest_is_computed_once_per_inventory_message(loaded_state:
     msg = loaded_state.identity_messages["agent-config-bot"]
     first = chains.identity_digest("agent-config-bot", msg)
     assert chains.identity_digest("agent-config-bot", msg) is first
-    assert first == audit_chain.digest(wire.decode_as("Identity", msg)).hex()
+    assert first == audit_chain.identity_digest(wire.decode_as("Identity", msg)).hex()
 
 
 def test_the_canonical_json_is_the_stdlib_sorted_compact_utf8_form() -> None:

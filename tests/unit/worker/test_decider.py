@@ -237,7 +237,7 @@ async def test_an_oversized_request_is_a_small_audited_deny_never_an_allow(loade
     assert record["request"]["request_id"] == "big-1"
     assert record["request"]["context"]["attributes"]["pdx.truncated"] == "true"
     assert record["decision"]["reasons"][0]["code"] == "request_too_large"
-    assert record["decision"]["reasons"][0]["message"] == "request too large: request is 1000143 bytes (limit 65536)"
+    assert record["decision"]["reasons"][0]["message"] == "request too large: request is 1000144 bytes (limit 65536)"
 
 
 async def test_request_limits_come_from_the_settings(loaded_state: WorkerState) -> None:
@@ -270,7 +270,7 @@ async def test_an_int_the_schema_cannot_re_encode_is_still_audited(loaded_state:
     """Avro ints are not range-checked on decode: a reply_partition of 2**48 is refused as a route, audited,
     and stops nothing."""
     raw = encoded(reply_partition=0, deadline=None)
-    hostile = raw[:-2] + b"\x80" * 7 + b"\x01\x00"
+    hostile = raw[:-3] + b"\x80" * 7 + b"\x01\x00\x00"
     request_dict = wire.decode_as("AccessRequest", hostile)
     assert request_dict["reply_partition"] == 2**48
     out = await decide(loaded_state, hostile)
