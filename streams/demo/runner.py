@@ -57,7 +57,7 @@ def in_change_window(now: datetime) -> bool:
     return "outside_change_window" not in evaluate(bundle, request, identity, [], now).reason_codes
 
 
-def _token(sc: Any) -> str | None:
+def scenario_token(sc: Any) -> str | None:
     """The scenario's workload token, minted now by the dev issuer (pdx dev up / the demo create it)."""
     if sc.token is None:
         return None
@@ -78,7 +78,7 @@ async def _run_scenarios(demo: DemoScenarios) -> list[dict[str, Any]]:
         await asyncio.sleep(0.5)  # let the approvals reach the worker's table
         for sc in demo.cases:
             d = await client.check(sc.identity, sc.action, sc.resource, sc.context, on_behalf_of=sc.on_behalf_of,
-                                   token=_token(sc))
+                                   token=scenario_token(sc))
             results.append(_result(sc, d))
         # Kill switch: suspend an identity that was just allowed; its next request is denied. The suspension
         # travels through Kafka, so ask again until the expected decision arrives (or 10 s pass).
@@ -88,7 +88,7 @@ async def _run_scenarios(demo: DemoScenarios) -> list[dict[str, Any]]:
             deadline = time.monotonic() + 10
             while True:
                 d = await client.check(sc.identity, sc.action, sc.resource, sc.context,
-                                       on_behalf_of=sc.on_behalf_of, token=_token(sc))
+                                       on_behalf_of=sc.on_behalf_of, token=scenario_token(sc))
                 if d.decision == sc.expected or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.1)

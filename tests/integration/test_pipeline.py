@@ -19,7 +19,7 @@ from streams import config as settings
 from streams.audit.store import connect, wait_for_audit_rows
 from streams.client import Denied, PolicyClient, StepUpRequired
 from streams.contracts import signing, wire
-from streams.demo.runner import in_change_window, scenarios
+from streams.demo.runner import in_change_window, scenario_token, scenarios
 from streams.devservices import procs
 from streams.devservices.workers import spawn_worker
 from streams.ops import grant_approval, publish_policies, update_identity
@@ -40,7 +40,8 @@ async def test_seed_scenarios_through_kafka(client: PolicyClient) -> None:
     items = scenarios(in_change_window(datetime.now(UTC)))
     assert len(items) >= 13
     results = await asyncio.gather(*(client.check(sc.identity, sc.action, sc.resource, sc.context,
-                                                  on_behalf_of=sc.on_behalf_of) for sc in items))
+                                                  on_behalf_of=sc.on_behalf_of, token=scenario_token(sc))
+                                     for sc in items))
     for sc, d in zip(items, results, strict=True):
         assert d.decision == sc.expected, (sc.name, d.decision, d.reason_codes)
         assert sc.expected_code in d.reason_codes, (sc.name, d.reason_codes)
