@@ -151,9 +151,33 @@ def record_digests(record: Mapping[str, Any]) -> tuple[bytes, bytes]:
     where the record was encoded from its parts rather than spliced, and by tests."""
     decision = record["decision"]
     identity = record.get("identity")
-    return request_digest(record["request"]), digest(
+    return request_digest(record["request"]), body_digest(
+        identity_digest(identity).hex() if identity is not None else None,
+        decision,
+        record.get("received_at") or record["decided_at"],
+        record["decided_at"],
+        str(record.get("worker_id") or decision.get("worker_id") or ""),
+        str(record.get("source_topic") or ""),
+        int(record.get("source_partition") or 0),
+        int(record.get("source_offset") or 0),
+    )
+
+
+def body_digest(
+    identity_digest: str | None,
+    decision: Mapping[str, Any],
+    received_at: _dt.datetime,
+    decided_at: _dt.datetime,
+    worker_id: str,
+    source_topic: str,
+    source_partition: int,
+    source_offset: int,
+) -> bytes:
+    """SHA-256 of :func:`body` from a Decision dict (``Decision.to_dict()`` or decoded) and the record's other
+    fields: the one mapping of a decision to its hashed form, for the worker and for verification alike."""
+    return digest(
         body(
-            identity_digest(identity).hex() if identity is not None else None,
+            identity_digest,
             str(decision["decision"]),
             [[r["code"], r["message"], r.get("policy") or "", r.get("rule") or ""]
              for r in decision.get("reasons") or ()],
@@ -162,13 +186,13 @@ def record_digests(record: Mapping[str, Any]) -> tuple[bytes, bytes]:
             [[m["policy"], m["rule"], m["effect"], m["reason_code"]] for m in decision.get("monitor") or ()],
             str(decision.get("bundle_version") or ""),
             int(decision.get("eval_us") or 0),
-            micros(decision.get("evaluated_at") or record["decided_at"]),
-            micros(record.get("received_at") or record["decided_at"]),
-            micros(record["decided_at"]),
-            str(record.get("worker_id") or decision.get("worker_id") or ""),
-            str(record.get("source_topic") or ""),
-            int(record.get("source_partition") or 0),
-            int(record.get("source_offset") or 0),
+            micros(decision.get("evaluated_at") or decided_at),
+            micros(received_at),
+            micros(decided_at),
+            worker_id,
+            source_topic,
+            source_partition,
+            source_offset,
         )
     )
 

@@ -200,7 +200,8 @@ class Decider:
                     approvals = self.state.approvals_for(request.identity_id)
                     decision = evaluate(self.state.bundle, request, identity, approvals, received_at, verified)
                     decision.worker_id = self.worker_id
-        decision_msg = wire.encode("Decision", decision.to_dict(), trusted=True)
+        decision_dict = decision.to_dict()
+        decision_msg = wire.encode("Decision", decision_dict, trusted=True)
         planned = Planned(rid)
         raw_request = None if too_large is not None else msg.value
         audited_request = self.redactor.redact(request_dict)
@@ -214,7 +215,7 @@ class Decider:
                     raw_request = wire.encode("AccessRequest", request_dict)
                 except (ValueError, TypeError, OverflowError):
                     raw_request = None
-        planned.audit = self._audit(msg, raw_request, request_dict, decision, decision_msg, identity, received_at)
+        planned.audit = self._audit(msg, raw_request, request_dict, decision_dict, decision_msg, identity, received_at)
         if route_problem is None:
             key = rid.encode()
             planned.reply = Out(reply_to, key, decision_msg, reply_partition, [("correlation_id", key)])
@@ -229,7 +230,7 @@ class Decider:
         msg: Incoming,
         raw_request: bytes | None,
         request_dict: dict[str, Any],
-        decision: Decision,
+        decision: dict[str, Any],
         decision_msg: bytes,
         identity: Any,
         received_at: datetime,
@@ -260,7 +261,13 @@ class Decider:
                 msg.topic,
                 msg.partition,
                 audit_chain.request_digest(request_dict),
-                self._body_digest(request_dict, decision, identity_msg, received_at, decided_at, msg),
+                audit_chain.body_digest(
+                    None if identity_msg is None else chains.identity_digest(
+                        str(request_dict["identity_id"]), identity_msg
+                    ),
+                    decision, received_at, decided_at, self.worker_id or str(decision["worker_id"] or ""),
+                    msg.topic, msg.partition, msg.offset,
+                ),
             )
             audit = splice.with_chain(audit, field_bytes)
         partition = msg.partition if self.audit_on_request_partition else None
@@ -269,43 +276,10 @@ class Decider:
             chains.track(out, link)
         return out
 
-    def _body_digest(
-        self,
-        request_dict: dict[str, Any],
-        decision: Decision,
-        identity_msg: bytes | None,
-        received_at: datetime,
-        decided_at: datetime,
-        msg: Incoming,
-    ) -> bytes:
-        """audit_chain.body of a spliced record, from the objects its parts were encoded from."""
-        assert self.chains is not None
-        return audit_chain.digest(
-            audit_chain.body(
-                None if identity_msg is None else self.chains.identity_digest(
-                    str(request_dict["identity_id"]), identity_msg
-                ),
-                decision.decision,
-                [[r.code, r.message, r.policy or "", r.rule or ""] for r in decision.reasons],
-                decision.matched_rules,
-                decision.obligations,
-                [[m.policy, m.rule, m.effect, m.reason_code] for m in decision.monitor],
-                decision.bundle_version,
-                decision.eval_us,
-                audit_chain.micros(decision.evaluated_at),
-                audit_chain.micros(received_at),
-                audit_chain.micros(decided_at),
-                self.worker_id or decision.worker_id,
-                msg.topic,
-                msg.partition,
-                msg.offset,
-            )
-        )
-
     def _encode_audit(
         self,
         request_dict: dict[str, Any],
-        decision: Decision,
+        decision: dict[str, Any],
         identity: Any,
         received_at: datetime,
         decided_at: datetime,
@@ -317,7 +291,7 @@ class Decider:
         record = {
             "request": request_dict,
             "identity": identity.to_dict() if identity is not None else None,
-            "decision": decision.to_dict(),
+            "decision": decision,
             "received_at": received_at,
             "decided_at": decided_at,
             "source_topic": msg.topic,

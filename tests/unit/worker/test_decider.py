@@ -279,7 +279,8 @@ async def test_an_int_the_schema_cannot_re_encode_is_still_audited(loaded_state:
     # when the audit record has to be encoded from its parts (no splice), the shrunk copy is audited instead
     decider = Decider(loaded_state, "w-test", ReplyRoutes(config.Settings.from_env({}), FakeMetadata()))
     deny = decider._fail_closed("req-1", "invalid_reply_route", "x")
-    audit = decider._encode_audit(request_dict, deny, None, datetime.now(UTC), datetime.now(UTC), incoming(hostile))
+    now = datetime.now(UTC)
+    audit = decider._encode_audit(request_dict, deny.to_dict(), None, now, now, incoming(hostile))
     assert wire.decode_as("AuditRecord", audit)["request"]["request_id"] == "req-1"
 
 
