@@ -97,8 +97,11 @@ TOPIC_APPROVALS = "pdx.approvals"
 TOPIC_POLICIES = "pdx.policies"
 #: signed checkpoints of the workers' audit hash chains (streams/worker/chain.py), read by the audit sink
 TOPIC_CHECKPOINTS = "pdx.audit.checkpoints"
+#: trusted workload-token issuers, keyed by issuer (``iss``), each value one entry of the JWKS file; signed
+#: (kind ``jwks``) and merged into every worker's TokenVerifier live (streams/model/tokens.py)
+TOPIC_JWKS = "pdx.jwks"
 #: Topics whose records are current state keyed by id: compacted, so the latest value per key survives.
-COMPACTED_TOPICS = (TOPIC_INVENTORY, TOPIC_APPROVALS, TOPIC_POLICIES)
+COMPACTED_TOPICS = (TOPIC_INVENTORY, TOPIC_APPROVALS, TOPIC_POLICIES, TOPIC_JWKS)
 ALL_TOPICS = (TOPIC_REQUESTS, TOPIC_DECISIONS, TOPIC_AUDIT, TOPIC_DLQ, *COMPACTED_TOPICS, TOPIC_CHECKPOINTS)
 #: Topics a reply may never be written to, whatever the allow-list says: a Decision under a state key would
 #: replace the good record after compaction.
@@ -124,8 +127,14 @@ ENV_KAFKA_PORT = "PDX_KAFKA_PORT"
 ENV_KAFKA_CONTROLLER_PORT = "PDX_KAFKA_CONTROLLER_PORT"
 ENV_CLICKHOUSE_HTTP_PORT = "PDX_CLICKHOUSE_HTTP_PORT"
 ENV_CLICKHOUSE_TCP_PORT = "PDX_CLICKHOUSE_TCP_PORT"
+#: a ClickHouse cluster (remote_servers name): migrations run ON CLUSTER with Replicated + Distributed tables
+ENV_CLICKHOUSE_CLUSTER = "PDX_CLICKHOUSE_CLUSTER"
 ENV_REQUEST_PARTITIONS = "PDX_REQUEST_PARTITIONS"
 ENV_DECISION_PARTITIONS = "PDX_DECISION_PARTITIONS"
+#: replication factor / min.insync.replicas of the topics `pdx topics create` makes; unset: 3 / 2 on a cluster of
+#: 3 or more brokers, else 1 / 1 (streams/kafka/topics.py asks the cluster how many brokers it has)
+ENV_KAFKA_REPLICATION_FACTOR = "PDX_KAFKA_REPLICATION_FACTOR"
+ENV_KAFKA_MIN_INSYNC_REPLICAS = "PDX_KAFKA_MIN_INSYNC_REPLICAS"
 ENV_WORKER_ID = "PDX_WORKER_ID"
 ENV_APP_ID = "PDX_APP_ID"
 ENV_AUDIT_TTL_DAYS = "PDX_AUDIT_TTL_DAYS"
@@ -151,6 +160,7 @@ ENV_KEYS_DIR = "PDX_KEYS_DIR"
 ENV_REDACT_ATTRIBUTES = "PDX_REDACT_ATTRIBUTES"
 #: the Prometheus endpoint's port (streams/metrics.py); 0 or unset: no endpoint
 ENV_METRICS_PORT = "PDX_METRICS_PORT"
+ENV_MAX_DELEGATION_DEPTH = "PDX_MAX_DELEGATION_DEPTH"
 #: attribute-name patterns whose values never reach the audit trail (streams/contracts/redact.py)
 DEFAULT_REDACT_ATTRIBUTES = ("authorization", "token", "secret", "password", "api_key", "cookie", "credential")
 #: ``PDX_TRUSTED_KEYS_POLICY`` etc.: comma-separated public key files trusted for one kind of signed record
@@ -158,7 +168,7 @@ ENV_TRUSTED_KEYS_PREFIX = "PDX_TRUSTED_KEYS_"
 #: ``PDX_SIGNING_KEY_POLICY`` etc.: the private key file that signs one kind of record (default: keys dir)
 ENV_SIGNING_KEY_PREFIX = "PDX_SIGNING_KEY_"
 #: The kinds of signed records (streams/contracts/signing.py) and the key file stem of each.
-SIGNED_KINDS = ("policy", "inventory", "approval", "audit")
+SIGNED_KINDS = ("policy", "inventory", "approval", "audit", "jwks")
 
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_KAFKA_CONTROLLER_PORT = 9093
@@ -169,6 +179,9 @@ DEFAULT_REQUEST_PARTITIONS = 4
 DEFAULT_DECISION_PARTITIONS = 8
 DEFAULT_APP_ID = "pdx-decider"
 DEFAULT_AUDIT_TTL_DAYS = 400
+#: Most principals a request may act through (AccessRequest.on_behalf_of); longer chains are denied
+#: delegation_too_deep before any rule. PDX_MAX_DELEGATION_DEPTH changes it.
+DEFAULT_MAX_DELEGATION_DEPTH = 4
 
 
 ENV_KAFKA_SECURITY_PROTOCOL = "PDX_KAFKA_SECURITY_PROTOCOL"
@@ -318,12 +331,20 @@ class Settings:
     clickhouse_logins: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
     #: the dev credentials file (PDX_CLICKHOUSE_CREDENTIALS); None: <state_dir>/clickhouse/credentials.json
     clickhouse_credentials: Path | None = None
+    #: PDX_CLICKHOUSE_CLUSTER: the cluster the audit schema is migrated on (streams/audit/migrate.py); None: one node
+    clickhouse_cluster: str | None = None
     #: attribute-name patterns redacted from audit records (values shaped like JWTs / bearer tokens always are)
     redact_attributes: tuple[str, ...] = DEFAULT_REDACT_ATTRIBUTES
     #: trusted workload-token issuers with their JWKS (PDX_JWKS_FILE); None: a request with a token is denied
     jwks_file: Path | None = None
     #: port of this process's Prometheus endpoint (PDX_METRICS_PORT, streams/metrics.py); 0: none
     metrics_port: int = 0
+    #: most principals a request may act through (PDX_MAX_DELEGATION_DEPTH); longer: delegation_too_deep
+    max_delegation_depth: int = DEFAULT_MAX_DELEGATION_DEPTH
+    #: replication factor of pdx's topics (PDX_KAFKA_REPLICATION_FACTOR); None: from the broker count (3, or 1)
+    kafka_replication_factor: int | None = None
+    #: min.insync.replicas of pdx's topics (PDX_KAFKA_MIN_INSYNC_REPLICAS); None: 2 with 3+ replicas, else 1
+    kafka_min_insync_replicas: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -374,8 +395,12 @@ class Settings:
             },
             clickhouse_logins=_clickhouse_logins(e),
             clickhouse_credentials=Path(raw) if (raw := e.text(ENV_CLICKHOUSE_CREDENTIALS, "")) else None,
+            clickhouse_cluster=_cluster_name(e.text(ENV_CLICKHOUSE_CLUSTER, "")),
             jwks_file=e.file(ENV_JWKS_FILE),
             metrics_port=e.integer(ENV_METRICS_PORT, 0, low=0, high=65535),
+            max_delegation_depth=e.integer(ENV_MAX_DELEGATION_DEPTH, DEFAULT_MAX_DELEGATION_DEPTH, low=1, high=64),
+            kafka_replication_factor=e.integer(ENV_KAFKA_REPLICATION_FACTOR, 0, low=1, high=32767) or None,
+            kafka_min_insync_replicas=e.integer(ENV_KAFKA_MIN_INSYNC_REPLICAS, 0, low=1, high=32767) or None,
         )
 
     @property
@@ -517,6 +542,18 @@ def _kafka_security(e: _Env) -> KafkaSecurity:
         raise ConfigError(f"set both {ENV_KAFKA_SSL_CERTFILE} and {ENV_KAFKA_SSL_KEYFILE} (a client certificate "
                           "and its key), or neither")
     return sec
+
+
+def _cluster_name(raw: str) -> str | None:
+    """PDX_CLICKHOUSE_CLUSTER is spliced into DDL (ON CLUSTER name), so it must be a plain identifier."""
+    if not raw:
+        return None
+    if not (raw.isascii() and raw.replace("_", "a").isalnum() and not raw[0].isdigit()):
+        raise ConfigError(
+            f"environment variable {ENV_CLICKHOUSE_CLUSTER}={quote(raw, 40)} is not a cluster name: use the name "
+            "of a cluster in the servers' remote_servers (letters, digits, underscores), or unset it for one node"
+        )
+    return raw
 
 
 class _Env:

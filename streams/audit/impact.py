@@ -4,9 +4,20 @@ Each audit record in the window is rebuilt from its stored ``request_json`` / ``
 snapshot the original decision used) with the engine's ``from_dict``, evaluated with the candidate bundle at the
 recorded decision time, and compared with the recorded outcome.
 
-Approvals are not part of an AuditRecord, so they are reconstructed: with ``--approvals cited`` (default) a request
-that cites ``context.approval_id`` is replayed as if that approval was valid at the time; with ``--approvals none``
-no approval is valid. Records that cannot be rebuilt are counted under ``errors`` (never silently dropped).
+Faithful replay: the audit record carries what the decision read beyond its request and identity (``relied_on``,
+migration 008): the approval that made ``context.approval_valid`` true (``approvals``) and the snapshots of the
+delegation chain's principals (``principals_json``); a verified workload token's claims are in the request's
+``pdx.token.*`` attributes. With ``--approvals recorded`` (default) the replay uses exactly these; ``cited`` (the
+behaviour before 008) replays a request citing ``context.approval_id`` as if that approval was valid; ``none``
+grants no approval. A principal missing from the snapshots replays as unknown to the inventory (records from
+before 008 carry none). Decisions the worker made before any policy ran — a rejected workload token, a passed
+deadline, an invalid reply route, an oversized or invalid request — cannot change under a candidate bundle: they
+are counted as ``decided_before_policy`` and as unchanged.
+
+``recorded_bundles`` (``pdx policy impact --as-recorded``): instead of one candidate, each record is replayed under
+the bundle of its own recorded ``bundle_version``; records whose bundle is not among those given are counted as
+``skipped_bundle_unavailable``. Replaying traffic under the bundles it was decided with must change nothing.
+Records that cannot be rebuilt are counted under ``errors`` (never silently dropped).
 
 ``--json`` prints ``{"evaluated", "changed", "unchanged", "errors", "by_transition": {"allow->deny": n, ...},
 "by_rule": {rule: {"allow->deny": n}}, "examples": [...], ...}``.
@@ -48,6 +59,45 @@ def load_candidate(path: str | Path) -> Any:
     return compile_bundle(load_policy_dir(p).to_bundle_content())
 
 
+#: Reason codes the worker decides with before any policy runs (a candidate bundle cannot change these).
+PRE_POLICY_CODES = frozenset({
+    "deadline_expired", "invalid_reply_route", "request_too_large", "token_malformed", "token_untrusted_issuer",
+    "token_algorithm_not_allowed", "token_invalid_signature", "token_expired", "token_not_yet_valid",
+    "token_wrong_audience",
+})
+
+
+def _recorded_approvals(request: Any, identity: Any, rows: Any) -> list[Any]:
+    """The approvals the recorded decision relied on, as Approvals covering exactly this request."""
+    from streams.model import Approval
+
+    if identity is None:
+        return []
+    out = []
+    for a in rows:
+        approval_id, approved_by, granted_at, expires_at = (
+            (a[k] for k in ("approval_id", "approved_by", "granted_at", "expires_at")) if isinstance(a, dict) else a
+        )
+        out.append(Approval(approval_id=approval_id, identity_id=identity.id, action=request.action,
+                            resource_id=request.resource.id, approved_by=approved_by,
+                            granted_at=_utc(granted_at), expires_at=_utc(expires_at)))
+    return out
+
+
+def _recorded_principals(request: Any, principals_json: str | None) -> list[Any]:
+    """request.on_behalf_of resolved against the recorded principal snapshots (None: not recorded, unknown)."""
+    from streams.model import Identity
+
+    if not request.on_behalf_of:
+        return []
+    known = {p["id"]: p for p in json.loads(principals_json or "[]")}
+    return [Identity.from_dict(known[pid]) if pid in known else None for pid in request.on_behalf_of]
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
 def _cited_approvals(request: Any, identity: Any, now: datetime) -> list[Any]:
     from streams.model import Approval
 
@@ -75,7 +125,9 @@ def impact(
     *,
     database: str = config.CLICKHOUSE_DATABASE,
     table: str = config.AUDIT_TABLE,
-    approvals: str = "cited",
+    approvals: str = "recorded",
+    recorded_bundles: dict[str, Any] | None = None,
+    max_delegation_depth: int = config.DEFAULT_MAX_DELEGATION_DEPTH,
     max_examples: int = 20,
     examples_per_transition: int = 5,
     limit: int | None = None,
@@ -87,10 +139,11 @@ def impact(
     a progress bar (streams/console.py), so this module prints nothing itself.
     """
     from streams.model import AccessRequest, Identity
+    from streams.model.tokens import VerifiedToken
     from streams.policy import evaluate
 
-    if approvals not in ("cited", "none"):
-        raise UserError("--approvals must be 'cited' or 'none'")
+    if approvals not in ("recorded", "cited", "none"):
+        raise UserError("--approvals must be 'recorded', 'cited' or 'none'")
     full = f"{check_identifier(database, 'database name')}.{check_identifier(table, 'table name')}"
     where = f"decided_at >= {{since:{T64}}} AND decided_at < {{until:{T64}}}"
     params: dict[str, Any] = {"since": ch_time(since), "until": ch_time(until)}
@@ -101,8 +154,8 @@ def impact(
         total = min(total, limit)
         params["limit"] = int(limit)
     sql = (
-        "SELECT request_id, identity_id, action, resource_id, decision, matched_rules, decided_at, "
-        "request_json, identity_json "
+        "SELECT request_id, identity_id, action, resource_id, decision, matched_rules, evaluated_at, "
+        "request_json, identity_json, bundle_version, reason_codes, approvals, principals_json "
         f"FROM {full} FINAL WHERE {where} ORDER BY decided_at, request_id"
         + (" LIMIT {limit:UInt64}" if limit is not None else "")
     )
@@ -114,11 +167,23 @@ def impact(
     examples: list[dict[str, Any]] = []
     per_transition: Counter[str] = Counter()
     identity_cache: dict[str, Any] = {}
+    pre_policy = skipped = 0
     with (progress or _no_progress)(total, "replaying decisions") as advance:
         with client.query_row_block_stream(sql, parameters=params) as stream:
             for block in stream:
-                for rid, ident_id, action, resource_id, old, old_rules, decided_at, req_json, ident_json in block:
-                    now = decided_at.replace(tzinfo=UTC) if decided_at.tzinfo is None else decided_at
+                for (rid, ident_id, action, resource_id, old, old_rules, evaluated_at, req_json, ident_json, version,
+                     old_codes, used_approvals, principals_json) in block:
+                    now = _utc(evaluated_at)  # the engine's `now` when it decided
+                    bundle = candidate
+                    if recorded_bundles is not None:
+                        bundle = recorded_bundles.get(version)
+                        if bundle is None:
+                            skipped += 1
+                            continue
+                    if PRE_POLICY_CODES.intersection(old_codes):
+                        pre_policy += 1
+                        evaluated += 1
+                        continue
                     try:
                         request = AccessRequest.from_dict(json.loads(req_json))
                         identity = None
@@ -128,8 +193,15 @@ def impact(
                                 if len(identity_cache) > 50_000:
                                     identity_cache.clear()
                                 identity = identity_cache[ident_json] = Identity.from_dict(json.loads(ident_json))
-                        granted = _cited_approvals(request, identity, now) if approvals == "cited" else []
-                        new = evaluate(candidate, request, identity, granted, now)
+                        if approvals == "recorded":
+                            granted = _recorded_approvals(request, identity, used_approvals)
+                        elif approvals == "cited":
+                            granted = _cited_approvals(request, identity, now)
+                        else:
+                            granted = []
+                        token = VerifiedToken.from_audit_attributes(request.context.attributes)
+                        principals = _recorded_principals(request, principals_json)
+                        new = evaluate(bundle, request, identity, granted, now, token, principals, max_delegation_depth)
                     except (ValueError, KeyError, TypeError) as exc:
                         error_count += 1
                         if len(errors) < 10:
@@ -170,7 +242,9 @@ def impact(
             rule: dict(c.most_common()) for rule, c in sorted(by_rule.items(), key=lambda kv: -sum(kv[1].values()))
         },
         "examples": examples,
-        "candidate_version": getattr(candidate, "version", ""),
+        "candidate_version": "as recorded" if recorded_bundles is not None else getattr(candidate, "version", ""),
+        "decided_before_policy": pre_policy,
+        "skipped_bundle_unavailable": skipped,
         "since": since.isoformat(),
         "until": until.isoformat(),
         "approvals": approvals,

@@ -126,13 +126,18 @@ class Audit:
     # ---- incident response ---------------------------------------------------------------------------------
 
     def timeline(
-        self, identity_id: str, since: datetime, until: datetime, *, limit: int = 1000
+        self, identity_id: str, since: datetime, until: datetime, *, limit: int = 1000,
+        include_delegated: bool = False,
     ) -> list[dict[str, Any]]:
-        """What ``identity_id`` asked, what was decided and why, oldest first."""
-        cols = ", ".join(TIMELINE_COLUMNS)
+        """What ``identity_id`` asked, what was decided and why, oldest first. ``include_delegated``: also what
+        others (agents) asked on its behalf, i.e. with ``identity_id`` in their delegation chain; each row's
+        ``identity_id`` says who asked."""
+        cols = ", ".join(("identity_id", *TIMELINE_COLUMNS) if include_delegated else TIMELINE_COLUMNS)
+        who = ("(identity_id = {identity:String} OR has(on_behalf_of, {identity:String}))" if include_delegated
+               else "identity_id = {identity:String}")
         return self.query(
             f"SELECT {cols} FROM {self.table} FINAL "
-            "WHERE identity_id = {identity:String} "
+            f"WHERE {who} "
             f"AND decided_at >= {{since:{T64}}} AND decided_at < {{until:{T64}}} "
             f"AND {MONTH_FROM} AND {MONTH_TO} "
             "ORDER BY decided_at, request_id LIMIT {limit:UInt32}",
@@ -156,6 +161,7 @@ class Audit:
         row["request"] = json.loads(row.pop("request_json") or "{}")
         raw_identity = row.pop("identity_json")
         row["identity"] = json.loads(raw_identity) if raw_identity else None
+        row["principals"] = json.loads(row.pop("principals_json", None) or "[]")
         row["timings"] = {
             "eval_us": row["eval_us"],
             "queue_ms": round((row["received_at"] - row["occurred_at"]).total_seconds() * 1000, 3),

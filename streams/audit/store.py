@@ -85,6 +85,8 @@ COLUMNS: tuple[str, ...] = (
     "request_json",
     "identity_json",
     "record_hash",
+    "approvals",
+    "principals_json",
 )
 
 
@@ -301,6 +303,18 @@ def record_hash(record: Mapping[str, Any]) -> str:
     return value.hex() if isinstance(value, (bytes, bytearray)) else str(value)
 
 
+def relied_on_columns(relied_on: Mapping[str, Any] | None) -> tuple[list[tuple[Any, ...]], str]:
+    """The ``approvals`` and ``principals_json`` columns of an AuditRecord's ``relied_on`` (sql/008)."""
+    if not relied_on:
+        return [], "[]"
+    approvals = [
+        (str(a["approval_id"]), str(a.get("approved_by") or ""), to_utc(a["granted_at"], "approval.granted_at"),
+         to_utc(a["expires_at"], "approval.expires_at"))
+        for a in relied_on.get("approvals") or ()
+    ]
+    return approvals, dumps(list(relied_on.get("principals") or ()))
+
+
 def audit_row(record: Mapping[str, Any]) -> list[Any]:
     """Map one AuditRecord dict (docs/contracts.md) to the audit table's columns, in :data:`COLUMNS` order.
 
@@ -372,6 +386,7 @@ def audit_row(record: Mapping[str, Any]) -> list[Any]:
             dumps(request),
             dumps(identity) if identity is not None else None,
             record_hash(record),
+            *relied_on_columns(record.get("relied_on")),
         ]
     except AuditRecordError:
         raise
@@ -448,7 +463,13 @@ class AuditWriter:
         materialized view, so ``deduplicate_blocks_in_dependent_materialized_views`` makes the token count there
         (and in the rollups) and not only in the Null-engine table, which keeps nothing to deduplicate against.
         """
-        opts: dict[str, Any] = {"async_insert": 0, "deduplicate_blocks_in_dependent_materialized_views": 1}
+        # distributed_foreground_insert: on a cluster (audit_ingest is Distributed, streams/audit/migrate.py) the
+        # insert is acknowledged only once every shard has it, not when it is queued on this node's disk
+        opts: dict[str, Any] = {
+            "async_insert": 0,
+            "deduplicate_blocks_in_dependent_materialized_views": 1,
+            "distributed_foreground_insert": 1,
+        }
         if token:
             opts["insert_deduplication_token"] = token
         try:
@@ -471,7 +492,7 @@ class AuditWriter:
         """One synchronous insert (deduplicated by ``token`` when given); AuditWriteError if not acknowledged."""
         if not rows:
             return
-        opts: dict[str, Any] = {"async_insert": 0}
+        opts: dict[str, Any] = {"async_insert": 0, "distributed_foreground_insert": 1}
         if token:
             opts["insert_deduplication_token"] = token
         try:

@@ -193,6 +193,11 @@ class Report:
         }
 
 
+def _utc(value: datetime) -> datetime:
+    """A DateTime64 column value (clickhouse-connect returns it naive when the column's zone is UTC) as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def _micros_to_dt(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=int(us))
 
@@ -240,6 +245,13 @@ class StoredRow:
         identity = json.loads(c["identity_json"]) if c["identity_json"] is not None else None
         reasons = [_fields(r, ("code", "message", "policy", "rule")) for r in c["reasons"]]
         monitor = [_fields(m, ("policy", "rule", "effect", "reason_code")) for m in c["monitor"]]
+        approvals = [_fields(a, ("approval_id", "approved_by", "granted_at", "expires_at")) for a in c["approvals"]]
+        principals = json.loads(c["principals_json"] or "[]")
+        relied_on = {
+            "approvals": [{"approval_id": a[0], "approved_by": a[1], "granted_at": _utc(a[2]), "expires_at": _utc(a[3])}
+                          for a in approvals],
+            "principals": principals,
+        } if approvals or principals else None
         self.request_digest = audit_chain.request_digest(self.request).hex()
         self.body_digest = audit_chain.digest(
             audit_chain.body(
@@ -258,6 +270,11 @@ class StoredRow:
                 str(c["source_topic"]),
                 int(c["source_partition"]),
                 int(c["source_offset"]),
+                audit_chain.relied_on_part(
+                    [[str(a[0]), str(a[1]), audit_chain.micros(_utc(a[2])), audit_chain.micros(_utc(a[3]))]
+                     for a in approvals],
+                    [audit_chain.identity_digest(p).hex() for p in principals],
+                ),
             )
         ).hex()
         # every derived column must be what the hashed content derives to (store.audit_row is the reference
@@ -285,6 +302,7 @@ class StoredRow:
             "source_offset": c["source_offset"],
             "worker_id": c["worker_id"],
             "chain": {"hash": c["record_hash"]},
+            "relied_on": relied_on,
         }
         expected = dict(zip(COLUMNS, audit_row(record), strict=True))
         for name in COLUMNS:
@@ -295,6 +313,10 @@ class StoredRow:
                 have = reasons
             elif name == "monitor":
                 have = monitor
+            elif name == "approvals":
+                have = approvals
+            elif name == "principals_json":
+                want, have = json.loads(str(expected[name])), principals
             have = _normal(have)
             if want != have:
                 self.error = f"column {name} is {have!r}, its hashed content says {want!r}"

@@ -177,12 +177,16 @@ def cmd_timeline(args: argparse.Namespace) -> int:
 
     since, until = window(args)
     with audit_session(args) as audit:
-        rows = audit.timeline(args.identity, since, until, limit=args.limit)
+        rows = audit.timeline(args.identity, since, until, limit=args.limit,
+                              include_delegated=args.include_delegated)
     cols = (
         TIMELINE_COLUMNS
         if (args.json or args.csv)
         else ("decided_at", "request_id", "action", "resource_id", "decision", "reasons", "matched_rules")
     )
+    if args.include_delegated:  # who asked, and for whom
+        cols = ("identity_id", *cols) if args.json or args.csv else (
+            "decided_at", "identity_id", "on_behalf_of", "request_id", "action", "resource_id", "decision", "reasons")
     emit(args, rows, cols, title=f"timeline of {args.identity} {since:%Y-%m-%d %H:%M} → {until:%Y-%m-%d %H:%M} UTC")
     return 0
 
@@ -227,6 +231,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     ):
         summary.add_row(key, _cell(row.get(key)))
     summary.add_row("timings", _cell(row["timings"]))
+    for p in row.get("principals") or ():  # the delegation chain as the inventory held it
+        summary.add_row("on behalf of", f"{p['id']} ({p['kind']}, {p['status']}; scopes "
+                                        f"{', '.join(p.get('scopes') or ()) or 'none'})")
+    for a in row.get("approvals") or ():  # what made context.approval_valid true (named tuples come as dicts)
+        summary.add_row("approval relied on", f"{a['approval_id']} by {a['approved_by']}, expires {a['expires_at']}")
     console.print(summary)
     reasons = Table(title="reasons")
     for c in ("code", "message", "policy", "rule"):
@@ -362,6 +371,8 @@ def register(sub: Any) -> None:
 
     p = _parser(sub, "timeline", "what an identity asked, what was decided and why, in order", cmd_timeline)
     p.add_argument("--identity", required=True, help="identity id")
+    p.add_argument("--include-delegated", action="store_true",
+                   help="also what agents did on this identity's behalf (it is in their on_behalf_of chain)")
     _add_window(p, "24h")
     p.add_argument("--limit", type=int, default=1000, help="at most this many rows (default: %(default)s)")
     _add_output(p)

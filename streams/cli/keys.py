@@ -1,5 +1,5 @@
-"""`pdx keys generate | list`: Ed25519 keys that sign policy bundles, inventory records, approvals and audit
-checkpoints (streams/contracts/signing.py)."""
+"""`pdx keys generate | list`: Ed25519 keys that sign policy bundles, inventory records, approvals, audit
+checkpoints and trusted token issuers on pdx.jwks (streams/contracts/signing.py)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,9 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    group = sub.add_parser("keys", help="signing keys for policy bundles, inventory, approvals, audit checkpoints")
+    group = sub.add_parser(
+        "keys", help="signing keys for policy bundles, inventory, approvals, audit checkpoints, token issuers"
+    )
     keys_sub = group.add_subparsers(dest="keys_command", metavar="SUBCOMMAND", required=True)
     p = keys_sub.add_parser("generate", help="create an Ed25519 key pair (prints its key id)")
     p.add_argument("--kind", choices=signing.KINDS, help="what the key signs")

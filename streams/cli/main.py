@@ -25,6 +25,7 @@ COMMANDS = (
     "inventory",
     "approve",
     "keys",
+    "issuers",
     "check",
     "audit",
     "report",

@@ -219,15 +219,21 @@ def cmd_impact(args: argparse.Namespace) -> int:
     from streams.cli.audit import audit_session, window
 
     since, until = window(args, "7d")
-    candidate = load_candidate(args.candidate)
+    candidates = [load_candidate(c) for c in args.candidate]
+    if len(candidates) > 1 and not args.as_recorded:
+        raise UserError("give one --candidate, or several with --as-recorded (each record replays under the one "
+                        "with its recorded bundle version)")
+    recorded = {c.version: c for c in candidates} if args.as_recorded else None
     with audit_session(args) as audit:
         result = impact(
             audit.client,
-            candidate,
+            candidates[0],
             since,
             until,
             database=args.database,
             approvals=args.approvals,
+            recorded_bundles=recorded,
+            max_delegation_depth=config.Settings.from_env().max_delegation_depth,
             max_examples=args.examples,
             limit=args.limit,
             progress=None if args.json else functools.partial(progress_bar, enabled=True),
@@ -326,7 +332,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Re-evaluate recorded requests with their recorded identity snapshots under a candidate bundle.",
     )
     p.set_defaults(func=cmd_impact)
-    p.add_argument("--candidate", required=True, help="directory of candidate policy YAML files")
+    p.add_argument("--candidate", required=True, action="append",
+                   help="directory of candidate policy YAML files (repeat with --as-recorded)")
+    p.add_argument("--as-recorded", action="store_true",
+                   help="faithful replay: each record under the --candidate whose bundle version it was decided "
+                        "with (records of other bundles are skipped and counted); expect 0 changes")
     _add_window(p, "7d")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (no progress bar)")
     p.add_argument(
@@ -335,8 +345,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--limit", type=int, default=None, help="replay at most this many records (oldest first)")
     p.add_argument(
         "--approvals",
-        choices=("cited", "none"),
-        default="cited",
-        help="cited: a request citing context.approval_id replays as approved (default); none: no approvals",
+        choices=("recorded", "cited", "none"),
+        default="recorded",
+        help="recorded: the approvals each decision relied on, from its audit record (default); cited: a request "
+             "citing context.approval_id replays as approved; none: no approvals",
     )
     _add_conn(p)

@@ -11,7 +11,9 @@ materialized view derives columns, some lossily), so a record is hashed in three
 * ``body_digest`` = SHA-256 of the canonical JSON of :func:`body`: the identity snapshot's digest (null when
   unknown), the decision as the audit table stores it (a reason's null policy/rule as ``""``, a negative
   ``eval_us`` as 0), received/decided/evaluated times as integer microseconds, the worker id as stored and the
-  source topic/partition/offset;
+  source topic/partition/offset; and, only when the record relied on state beyond its identity
+  (``relied_on`` not null), that state: its approvals as ``[approval_id, approved_by, granted_at µs,
+  expires_at µs]`` and its principals' identity digests (:func:`relied_on_part`);
 * ``hash`` = SHA-256 over ``chain_id``, ``seq``, ``prev``, ``request_digest`` and ``body_digest`` (binary,
   length-prefixed: :func:`link_hash`).
 
@@ -114,6 +116,7 @@ def body(
     source_topic: str,
     source_partition: int,
     source_offset: int,
+    relied_on: list[Any] | None = None,
     /,
 ) -> list[Any]:
     """Everything of an audit record but its request, normalised the way the audit table stores it, as one JSON
@@ -122,11 +125,34 @@ def body(
     rule, effect, reason_code]``, bundle version, eval_us (negative as 0), evaluated_at, received_at,
     decided_at (integer µs), worker id as stored, source topic, partition and offset. An array, not an
     object: the worker builds one per decision, and positions cost less than sorted keys."""
-    return [
+    out = [
         identity_digest, decision, reasons, matched_rules, obligations, monitor, bundle_version,
         eval_us if eval_us > 0 else 0, evaluated_at_us, received_at_us, decided_at_us, worker_id, source_topic,
         source_partition, source_offset,
     ]  # fmt: skip
+    if relied_on is not None:  # left out when null: records from before relied_on hash as they always did
+        out.append(relied_on)
+    return out
+
+
+def relied_on_part(approvals: list[list[Any]], principal_digests: list[str]) -> list[Any] | None:
+    """The body's ``relied_on`` element: ``[approvals, principal identity digests (hex)]``, None when both are
+    empty (the record's relied_on is null). Approvals as ``[approval_id, approved_by, granted_at µs,
+    expires_at µs]`` (millisecond precision, as stored)."""
+    if not approvals and not principal_digests:
+        return None
+    return [approvals, principal_digests]
+
+
+def relied_on_of(record_relied_on: Mapping[str, Any] | None) -> list[Any] | None:
+    """:func:`relied_on_part` of a decoded AuditRecord ``relied_on`` (a dict or None)."""
+    if not record_relied_on:
+        return None
+    return relied_on_part(
+        [[a["approval_id"], a["approved_by"], micros(a["granted_at"]), micros(a["expires_at"])]
+         for a in record_relied_on.get("approvals") or ()],
+        [identity_digest(p).hex() for p in record_relied_on.get("principals") or ()],
+    )
 
 
 def link_prefix(chain_id: str) -> bytes:
@@ -160,6 +186,7 @@ def record_digests(record: Mapping[str, Any]) -> tuple[bytes, bytes]:
         str(record.get("source_topic") or ""),
         int(record.get("source_partition") or 0),
         int(record.get("source_offset") or 0),
+        relied_on_of(record.get("relied_on")),
     )
 
 
@@ -172,6 +199,7 @@ def body_digest(
     source_topic: str,
     source_partition: int,
     source_offset: int,
+    relied_on: list[Any] | None = None,
 ) -> bytes:
     """SHA-256 of :func:`body` from a Decision dict (``Decision.to_dict()`` or decoded) and the record's other
     fields: the one mapping of a decision to its hashed form, for the worker and for verification alike."""
@@ -193,6 +221,7 @@ def body_digest(
             source_topic,
             source_partition,
             source_offset,
+            relied_on,
         )
     )
 

@@ -1,4 +1,5 @@
-"""Ed25519 signatures for trusted state: policy bundles, inventory records, approvals and audit checkpoints.
+"""Ed25519 signatures for trusted state: policy bundles, inventory records, approvals, audit checkpoints and
+trusted token issuers (pdx.jwks).
 
 Why signatures and not only ACLs: Kafka ACLs say who may *write* a topic, but a worker that applies whatever
 arrives still trusts every principal (and every admin, and every backup restore) that can write there. A
@@ -38,8 +39,9 @@ POLICY = "policy"  # policy admins: pdx.policies
 INVENTORY = "inventory"  # the inventory source: pdx.inventory
 APPROVAL = "approval"  # approvers: pdx.approvals
 AUDIT = "audit"  # workers: signed checkpoints of the audit hash chains
+JWKS = "jwks"  # whoever manages trusted token issuers (`pdx issuers publish`): pdx.jwks
 KINDS = SIGNED_KINDS
-assert (POLICY, INVENTORY, APPROVAL, AUDIT) == KINDS
+assert (POLICY, INVENTORY, APPROVAL, AUDIT, JWKS) == KINDS
 
 HEADER_SIGNATURE = "pdx-sig"
 HEADER_KEY_ID = "pdx-key-id"

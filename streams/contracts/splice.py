@@ -76,13 +76,15 @@ class AuditSplicer:
         source_offset: int,
         worker_id: str,
         chain: bytes = b"\x00",
+        relied_on: bytes = b"\x00",
     ) -> bytes | None:
         """An AuditRecord message built by concatenating already-encoded parts.
 
         Returns None when a part was written with another schema version (the caller then encodes the record
         the ordinary way); the result is byte-identical to ``encode("AuditRecord", ...)``. Raises WireError
         for a naive ``received_at``/``decided_at``. ``chain`` is the encoded ``chain`` union
-        (:func:`encode_chain`; the default is null), the record's last field.
+        (:func:`encode_chain`; the default is null); ``relied_on`` the encoded ``relied_on`` union
+        (:func:`encode_relied_on`; default null), the record's last field.
         """
         request = _body_of(self.request_header, request_msg)
         decision = _body_of(self.decision_header, decision_msg)
@@ -104,8 +106,13 @@ class AuditSplicer:
                 _zigzag(source_offset),
                 _avro_string(worker_id),
                 chain,
+                relied_on,
             )
         )
+
+    def identity_body(self, identity_msg: bytes) -> bytes | None:
+        """The Avro body of an Identity message in the current schema (None: another version)."""
+        return _body_of(self.identity_header, identity_msg)
 
 
 #: The encoded ``chain`` field of a record without a chain link (union branch 0, null): the last byte of
@@ -122,11 +129,38 @@ def encode_chain(
     return b"".join((b"\x02", _avro_string(chain_id), _zigzag(seq), prev, request_digest, body_digest, hash_))
 
 
-def with_chain(audit_msg: bytes, chain: bytes) -> bytes:
-    """An AuditRecord message whose chain is null (it ends with :data:`NO_CHAIN`), with ``chain`` instead."""
-    if audit_msg[-1:] != NO_CHAIN:
-        raise WireError("AuditRecord message does not end with a null chain")
-    return audit_msg[:-1] + chain
+#: The encoded ``relied_on`` field of a record that relied on nothing beyond its request and identity.
+NOTHING_RELIED_ON = b"\x00"
+
+
+def encode_relied_on(
+    approvals: list[tuple[str, str, _dt.datetime, _dt.datetime]], principal_bodies: list[bytes]
+) -> bytes:
+    """The AuditRecord ``relied_on`` field: null when both lists are empty, else union branch 1, a ReliedOn of
+    (approval_id, approved_by, granted_at, expires_at) tuples (timestamp-millis) and Identity bodies."""
+    if not approvals and not principal_bodies:
+        return NOTHING_RELIED_ON
+    parts = [b"\x02"]
+    if approvals:
+        parts.append(_zigzag(len(approvals)))
+        for approval_id, approved_by, granted_at, expires_at in approvals:
+            parts += (_avro_string(approval_id), _avro_string(approved_by),
+                      _zigzag(_micros(granted_at) // 1000), _zigzag(_micros(expires_at) // 1000))
+    parts.append(b"\x00")
+    if principal_bodies:
+        parts.append(_zigzag(len(principal_bodies)))
+        parts += principal_bodies
+    parts.append(b"\x00")
+    return b"".join(parts)
+
+
+def with_chain(audit_msg: bytes, chain: bytes, relied_on: bytes = NOTHING_RELIED_ON) -> bytes:
+    """An AuditRecord message whose chain is null, with ``chain`` instead. The chain is the last field but one:
+    ``relied_on`` is the encoded field after it (what the message ends with)."""
+    cut = len(audit_msg) - len(relied_on) - 1
+    if audit_msg[cut : cut + 1] != NO_CHAIN or not audit_msg.endswith(relied_on):
+        raise WireError("AuditRecord message does not end with a null chain and the given relied_on")
+    return audit_msg[:cut] + chain + relied_on
 
 
 def _body_of(header: bytes, message: bytes) -> bytes | None:

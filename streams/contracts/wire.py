@@ -67,6 +67,7 @@ __all__ = [
     "encode",
     "fingerprint",
     "fingerprint_hex",
+    "identity_body",
     "known_schemas",
     "register_writer_schema",
     "schema",
@@ -96,7 +97,7 @@ SCHEMA_FILES: dict[str, str] = {
 #: schemas/README.md, "Evolution rules"). The versions without them are registered as writer schemas at load,
 #: so messages written before an addition (e.g. AuditRecords from before the hash chain) still decode.
 ADDED_FIELDS: dict[str, tuple[str, ...]] = {
-    "AuditRecord": ("chain",),
+    "AuditRecord": ("chain", "relied_on"),
     "AccessRequest": ("token",),
     "Identity": ("workload_subjects",),
 }
@@ -264,12 +265,15 @@ def _register_earlier_versions() -> None:
 
 #: The worker's hot path: an AuditRecord from the already-encoded request, identity and decision
 #: (see streams.contracts.splice; byte-identical to ``encode("AuditRecord", ...)``).
-splice_audit_record = AuditSplicer(
+_SPLICER = AuditSplicer(
     request_header=_CODECS["AccessRequest"].header,
     identity_header=_CODECS["Identity"].header,
     decision_header=_CODECS["Decision"].header,
     audit_header=_CODECS["AuditRecord"].header,
-).splice_audit_record
+)
+splice_audit_record = _SPLICER.splice_audit_record
+#: The Avro body of an Identity message in the current schema, None for another version (relied_on principals).
+identity_body = _SPLICER.identity_body
 
 
 def _codec(schema_name: str) -> _Codec:

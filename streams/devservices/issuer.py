@@ -3,7 +3,8 @@
 Why in the dev tooling: in production the issuer is the organisation's (SPIRE, an OIDC provider) and workers are
 given its JWKS with PDX_JWKS_FILE. On a laptop the demo must show verified tokens without a second set-up step,
 so `pdx dev up` and the demo create an ES256 key and ``jwks.json`` under the keys dir, which workers read when
-PDX_JWKS_FILE is not set (``Settings.token_issuers_file``).
+PDX_JWKS_FILE is not set (``Settings.token_issuers_file``). The same file can be put on the signed topic pdx.jwks
+with `pdx issuers publish` (:func:`issuer_entry` builds one entry of it for any public key, e.g. in tests).
 """
 
 from __future__ import annotations
@@ -23,9 +24,19 @@ _KEY_FILE = "token-issuer.pem"
 _KID = "dev-1"
 
 
+def issuer_entry(issuer: str, public_key: Any, kid: str, audiences: tuple[str, ...] = (DEV_AUDIENCE,),
+                 algorithm: str = "ES256") -> dict[str, Any]:
+    """One trusted-issuer entry (of a JWKS file, or the value of a pdx.jwks record) trusting ``public_key``
+    (a ``cryptography`` public key) under ``kid`` for tokens of ``issuer`` signed with ``algorithm``."""
+    import jwt
+
+    public = json.loads(jwt.get_algorithm_by_name(algorithm).to_jwk(public_key))
+    return {"issuer": issuer, "audiences": list(audiences), "algorithms": [algorithm],
+            "jwks": {"keys": [{**public, "kid": kid, "alg": algorithm}]}}
+
+
 def ensure_dev_issuer(cfg: Settings) -> Path:
     """The dev issuer's key and the JWKS trusting it, created under the keys dir when missing; returns the JWKS."""
-    import jwt
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -39,9 +50,7 @@ def ensure_dev_issuer(cfg: Settings) -> Path:
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
-    public = json.loads(jwt.get_algorithm_by_name("ES256").to_jwk(key.public_key()))
-    issuer = {"issuer": DEV_ISSUER, "audiences": [DEV_AUDIENCE], "algorithms": ["ES256"],
-              "jwks": {"keys": [{**public, "kid": _KID, "alg": "ES256"}]}}
+    issuer = issuer_entry(DEV_ISSUER, key.public_key(), _KID)
     jwks.write_text(json.dumps({"issuers": [issuer]}, indent=2) + "\n")
     return jwks
 

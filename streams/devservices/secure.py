@@ -12,7 +12,8 @@ The principals and what each may do (:func:`acl_rules`, applied with Kafka's Adm
 
 =============  ===========================================================================================
 pdx-admin      super user: creates topics, sets ACLs (what ``--print-env`` exports by default)
-pdx-policy     the only principal (besides pdx-admin) that may write pdx.policies; reads it
+pdx-policy     the only principal (besides pdx-admin) that may write pdx.policies and pdx.jwks (trusted token
+               issuers: who manages policies manages whose tokens they trust); reads them
 pdx-inventory  writes and reads pdx.inventory
 pdx-approver   writes and reads pdx.approvals
 pdx-service    writes pdx.requests; reads pdx.decisions and pdx.replies.* (groups prefixed pdx-service)
@@ -69,10 +70,10 @@ def acl_rules(app_id: str = config.DEFAULT_APP_ID) -> list[AclRule]:
     """The ACLs of every principal but the super user (see the module docstring)."""
     checkpoints = getattr(config, "TOPIC_CHECKPOINTS", None)
     audit_in = (config.TOPIC_AUDIT, *((checkpoints,) if checkpoints else ()))
-    state = (config.TOPIC_INVENTORY, config.TOPIC_APPROVALS, config.TOPIC_POLICIES)
+    state = (config.TOPIC_INVENTORY, config.TOPIC_APPROVALS, config.TOPIC_POLICIES, config.TOPIC_JWKS)
     rules: list[AclRule] = [
         # the owner of a state topic also reads it (publishing checks the latest signed record; group-less)
-        *_topic("pdx-policy", ("READ", "WRITE"), config.TOPIC_POLICIES),
+        *_topic("pdx-policy", ("READ", "WRITE"), config.TOPIC_POLICIES, config.TOPIC_JWKS),
         *_topic("pdx-inventory", ("READ", "WRITE"), config.TOPIC_INVENTORY),
         *_topic("pdx-approver", ("READ", "WRITE"), config.TOPIC_APPROVALS),
         # services: requests in, decisions and their own reply topics out

@@ -1,4 +1,5 @@
-"""The state topics: producing policy bundles, identities and approvals, and reading a compacted topic's latest value.
+"""The state topics: producing policy bundles, identities, approvals and trusted token issuers, and reading a
+compacted topic's latest values.
 
 streams/ops.py (what the CLI and the demo call) produces with these; workers consume the topics through
 streams/worker/replica.py. Every state record is signed (streams/contracts/signing.py): the functions here take
@@ -114,6 +115,54 @@ async def put_approval(producer: AIOKafkaProducer, approval: Mapping[str, Any], 
         partition=partition_for(identity_id, n),
         headers=key.headers(signing.APPROVAL, kafka_key, value, _now_ms()),
     )
+
+
+async def put_issuers(
+    producer: AIOKafkaProducer, entries: Iterable[tuple[str, bytes]], key: signing.SigningKey
+) -> int:
+    """Produce trusted token issuers to pdx.jwks: (issuer, its entry as JSON bytes) keyed by issuer, signed as
+    ``jwks``; returns how many."""
+    futures = []
+    signed_at = _now_ms()
+    for issuer, value in entries:
+        kafka_key = issuer.encode()
+        headers = key.headers(signing.JWKS, kafka_key, value, signed_at)
+        futures.append(await producer.send(config.TOPIC_JWKS, value, key=kafka_key, headers=headers))
+    await asyncio.gather(*futures)
+    return len(futures)
+
+
+async def delete_issuer(producer: AIOKafkaProducer, issuer: str, key: signing.SigningKey) -> None:
+    """Produce a signed tombstone for a trusted token issuer: workers stop trusting it (unless their JWKS file
+    pins it)."""
+    kafka_key = issuer.encode()
+    await producer.send_and_wait(config.TOPIC_JWKS, None, key=kafka_key,
+                                 headers=key.headers(signing.JWKS, kafka_key, None, _now_ms()))
+
+
+async def latest_records(
+    cfg: Settings, topic: str, timeout_s: float = 30.0
+) -> dict[bytes, tuple[bytes | None, list[tuple[str, bytes]]]]:
+    """Every key of a (small) compacted topic with its latest (value, headers), tombstones included (value
+    None), read from the beginning of every partition to the end offsets seen at start."""
+    consumer = await clients.start_consumer(cfg)
+    try:
+        parts = await wait_for_partitions(consumer, topic)
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        found: dict[bytes, tuple[bytes | None, list[tuple[str, bytes]]]] = {}
+        async with asyncio.timeout(timeout_s):
+            for tp in tps:
+                while ends[tp] > 0 and await consumer.position(tp) < ends[tp]:
+                    batch = await consumer.getmany(tp, timeout_ms=1000)
+                    for msg in batch.get(tp, []):
+                        if msg.key is not None and msg.offset < ends[tp]:
+                            found[msg.key] = (msg.value, list(msg.headers))
+        return found
+    finally:
+        await consumer.stop()
 
 
 async def latest_value(cfg: Settings, topic: str, key: str, timeout_s: float = 30.0) -> bytes | None:

@@ -7,7 +7,7 @@ and the client use these members, so a code is spelled once; policy rules add th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -41,6 +41,12 @@ class ReasonCode(StrEnum):
     TOKEN_EXPIRED = "token_expired"  # noqa: S105 - a reason code, not a secret
     TOKEN_NOT_YET_VALID = "token_not_yet_valid"  # noqa: S105 - a reason code, not a secret
     TOKEN_WRONG_AUDIENCE = "token_wrong_audience"  # noqa: S105 - a reason code, not a secret
+    #: a principal of the delegation chain (context.on_behalf_of) is not in the inventory, or the chain was
+    #: not resolved against it; or it is not active (suspending a human stops every agent acting for them)
+    DELEGATOR_UNKNOWN = "delegator_unknown"
+    DELEGATOR_SUSPENDED = "delegator_suspended"
+    #: the chain names more principals than the configured maximum (PDX_MAX_DELEGATION_DEPTH)
+    DELEGATION_TOO_DEEP = "delegation_too_deep"
 
 
 @dataclass(slots=True, frozen=True)
@@ -99,6 +105,11 @@ class Decision:
     evaluated_at: datetime
     eval_us: int = 0
     worker_id: str = ""
+    #: what the decision read beyond the request and the identity snapshot, for the audit record (never part
+    #: of the reply): the approval that made context.approval_valid true (Approval objects), and the delegation
+    #: chain's principals (Identity objects) — so a replay evaluates with the same state
+    relied_on_approvals: list[Any] = field(default_factory=list)
+    principals: list[Any] = field(default_factory=list)
 
     @property
     def reason_codes(self) -> list[str]:

@@ -26,6 +26,18 @@ The trusted issuers come from a JSON file (``PDX_JWKS_FILE``)::
 
     {"issuers": [{"issuer": "https://issuer.example", "audiences": ["pdx"], "algorithms": ["ES256"],
                   "leeway_s": 30, "jwks": {"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", ...}]}}]}
+
+and from the signed compacted topic ``pdx.jwks``: key = the issuer, value = one entry of that list as JSON
+(:meth:`TrustedIssuer.from_json`: the same parser as the file's), a tombstone withdraws the issuer. The worker
+verifies each record's signature once, when it arrives (streams/worker/state.py), and hands the parsed issuer
+to :meth:`TokenVerifier.publish` / :meth:`TokenVerifier.withdraw`; nothing on the request path changes: the
+verifier's issuer lookup stays one dict lookup.
+
+**The file wins** for an issuer in both: the file is the worker's own configuration, a pin set by whoever runs
+the worker, while the topic is whatever the holder of the ``jwks`` signing key published. A compromised or
+mistaken topic signer can therefore add issuers but never replace the keys, audiences or algorithms of a pinned
+one; to manage a pinned issuer from the topic, remove it from the file (publishing the file's issuers to the
+topic first, `pdx issuers publish FILE`, makes that a no-op for tokens).
 """
 
 from __future__ import annotations
@@ -96,7 +108,39 @@ class VerifiedToken:
             out[AUDIT_PREFIX + "jti"] = self.jti
         if self.issued_at is not None:
             out[AUDIT_PREFIX + "iat"] = self.issued_at.isoformat()
+        # the rest of what policies read (token.*), so that a replay evaluates the same claims
+        out[AUDIT_PREFIX + "exp"] = self.expires_at.isoformat()
+        if self.audience:
+            out[AUDIT_PREFIX + "aud"] = " ".join(self.audience)
+        if self.scopes:
+            out[AUDIT_PREFIX + "scope"] = " ".join(self.scopes)
+        if self.act:
+            out[AUDIT_PREFIX + "act"] = " ".join(self.act)
         return out
+
+    @classmethod
+    def from_audit_attributes(cls, attributes: Mapping[str, str]) -> VerifiedToken | None:
+        """The verified token an audited request carried, from its ``pdx.token.*`` attributes (replay); None
+        when it carried no verified token. Space-separated lists, as ``scope`` is in a JWT."""
+        issuer = attributes.get(AUDIT_PREFIX + "issuer")
+        subject = attributes.get(AUDIT_PREFIX + "subject")
+        if not issuer or not subject or any(
+            v.startswith("[redacted:") for v in (issuer, subject, attributes.get(AUDIT_PREFIX + "sha256", ""))
+        ):  # a caller's own pdx.token.* attributes are redacted by the worker: never a verified token
+            return None
+        iat = attributes.get(AUDIT_PREFIX + "iat")
+        exp = attributes.get(AUDIT_PREFIX + "exp")
+        return cls(
+            issuer=issuer,
+            subject=subject,
+            audience=tuple(attributes.get(AUDIT_PREFIX + "aud", "").split()),
+            expires_at=datetime.fromisoformat(exp) if exp else datetime.max.replace(tzinfo=UTC),
+            issued_at=datetime.fromisoformat(iat) if iat else None,
+            jti=attributes.get(AUDIT_PREFIX + "jti"),
+            scopes=tuple(attributes.get(AUDIT_PREFIX + "scope", "").split()),
+            act=tuple(attributes.get(AUDIT_PREFIX + "act", "").split()),
+            sha256=attributes.get(AUDIT_PREFIX + "sha256", ""),
+        )
 
     @classmethod
     def from_claims(cls, claims: Mapping[str, Any], sha256: str = "") -> VerifiedToken:
@@ -185,8 +229,18 @@ class TrustedIssuer:
     leeway_s: float = DEFAULT_LEEWAY_S
 
     @classmethod
+    def from_json(cls, raw: bytes, where: str = "issuer") -> TrustedIssuer:
+        """From one entry of the JWKS file as JSON bytes (a ``pdx.jwks`` record's value); UserError naming the
+        problem, also for bytes that are not JSON (or are nested too deep to parse)."""
+        try:
+            d = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise UserError(f"{where}: not a JSON issuer entry ({str(exc)[:120]})") from None
+        return cls.from_dict(d, where)
+
+    @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "issuer") -> TrustedIssuer:
-        """From one entry of the JWKS file; UserError naming the problem."""
+        """From one entry of the JWKS file (or of ``pdx.jwks``); UserError naming the problem."""
         if not isinstance(d, Mapping):
             raise UserError(f"{where}: expected an object")
         iss = d.get("issuer")
@@ -233,15 +287,65 @@ class TrustedIssuer:
         return cls(iss, tuple(audiences), frozenset(algorithms), keys, float(leeway))
 
 
+def issuer_entries(
+    d: Mapping[str, Any], where: str = "JWKS configuration"
+) -> list[tuple[TrustedIssuer, dict[str, Any]]]:
+    """Each entry of a JWKS configuration (``{"issuers": [...]}``), parsed, with the entry as written (what
+    `pdx issuers publish` puts on ``pdx.jwks``); UserError naming the problem, also for an issuer listed twice."""
+    issuers = d.get("issuers") if isinstance(d, Mapping) else None
+    if not isinstance(issuers, list):
+        raise UserError(f"{where}: expected {{\"issuers\": [...]}}")
+    out: list[tuple[TrustedIssuer, dict[str, Any]]] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(issuers):
+        issuer = TrustedIssuer.from_dict(entry, f"{where}: issuers[{i}]")
+        if issuer.issuer in seen:
+            raise UserError(f"{where}: issuer {quote(issuer.issuer, 80)} is configured twice")
+        seen.add(issuer.issuer)
+        out.append((issuer, dict(entry)))
+    return out
+
+
+def read_jwks_file(path: str | Path) -> dict[str, Any]:
+    """The JSON of a trusted token issuers file; UserError saying what is wrong."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except OSError as exc:
+        raise UserError(f"cannot read the trusted token issuers file {p}: {exc.strerror}") from None
+    except (ValueError, RecursionError) as exc:
+        raise UserError(f"{p} is not JSON: {str(exc)[:200]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: expected {{\"issuers\": [...]}}")
+    return data
+
+
+def entry_bytes(entry: Mapping[str, Any]) -> bytes:
+    """One issuer entry as the JSON value of its ``pdx.jwks`` record (compact, keys sorted: the same entry
+    always signs to the same bytes)."""
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 class TokenVerifier:
-    """Verifies workload tokens against trusted issuers, caching verified tokens until they expire."""
+    """Verifies workload tokens against trusted issuers, caching verified tokens until they expire.
+
+    Two sources of issuers: the *pinned* ones given to the constructor (the JWKS file) and the *published* ones
+    (``pdx.jwks``, changed live by :meth:`publish` / :meth:`withdraw`). :attr:`issuers` is the merge, rebuilt
+    whenever a published issuer changes (a pinned issuer wins over a published one of the same name, see the
+    module docstring), so a verification looks its issuer up in one dict, whatever the sources.
+    """
 
     def __init__(self, issuers: Iterable[TrustedIssuer] = (), cache_entries: int = DEFAULT_CACHE_ENTRIES) -> None:
+        #: the issuers in force: the published ones overlaid with the pinned ones (rebuilt, never mutated)
         self.issuers: dict[str, TrustedIssuer] = {}
+        self.pinned: dict[str, TrustedIssuer] = {}
         for issuer in issuers:
-            if issuer.issuer in self.issuers:
+            if issuer.issuer in self.pinned:
                 raise UserError(f"issuer {quote(issuer.issuer, 80)} is configured twice")
-            self.issuers[issuer.issuer] = issuer
+            self.pinned[issuer.issuer] = issuer
+        #: issuers from pdx.jwks, by issuer (those shadowed by a pinned issuer included)
+        self.published: dict[str, TrustedIssuer] = {}
+        self.issuers = dict(self.pinned)
         self.cache_entries = cache_entries
         self._cache: dict[str, VerifiedToken] = {}
         #: verifications done (cache misses that reached the signature check), for benchmarks and logs
@@ -249,21 +353,37 @@ class TokenVerifier:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "JWKS configuration") -> TokenVerifier:
-        issuers = d.get("issuers") if isinstance(d, Mapping) else None
-        if not isinstance(issuers, list):
-            raise UserError(f"{where}: expected {{\"issuers\": [...]}}")
-        return cls(TrustedIssuer.from_dict(x, f"{where}: issuers[{i}]") for i, x in enumerate(issuers))
+        return cls(issuer for issuer, _ in issuer_entries(d, where))
 
     @classmethod
     def from_file(cls, path: str | Path) -> TokenVerifier:
-        p = Path(path)
-        try:
-            data = json.loads(p.read_text())
-        except OSError as exc:
-            raise UserError(f"cannot read the trusted token issuers file {p}: {exc.strerror}") from None
-        except ValueError as exc:
-            raise UserError(f"{p} is not JSON: {exc}") from None
-        return cls.from_dict(data, str(p))
+        return cls.from_dict(read_jwks_file(path), str(path))
+
+    # ---- live changes from pdx.jwks (called by the worker's state replica, never on the request path) ----
+    def publish(self, issuer: TrustedIssuer) -> bool:
+        """Trust ``issuer`` as published on pdx.jwks (replacing its previous entry); returns whether it is in
+        force, False when a pinned issuer of the same name shadows it."""
+        self.published[issuer.issuer] = issuer
+        self._rebuild()
+        return self.issuers[issuer.issuer] is issuer
+
+    def withdraw(self, name: str) -> bool:
+        """Forget the published issuer ``name`` (a tombstone); returns whether one was published. A pinned
+        issuer of that name stays trusted."""
+        found = self.published.pop(name, None) is not None
+        if found:
+            self._rebuild()
+        return found
+
+    def _rebuild(self) -> None:
+        """Swap in the merged issuers, then drop the cached tokens of every issuer that changed or went: a token
+        verified with a withdrawn key must not stay valid from the cache."""
+        old = self.issuers
+        new = {**self.published, **self.pinned}
+        self.issuers = new
+        stale = [digest for digest, v in self._cache.items() if new.get(v.issuer) is not old.get(v.issuer)]
+        for digest in stale:
+            del self._cache[digest]
 
     def verify(self, token: str, now: datetime) -> VerifiedToken:
         """The verified claims of ``token`` at ``now``; TokenError (with the reason code) otherwise."""

@@ -18,9 +18,11 @@ from streams.policy.language import lookup_attribute
 from streams.policy.operators import OPERATORS, is_ref
 from streams.policy.runtime import DERIVED, GENERATED_NAMESPACE, Env, Schedule
 
-_PLAIN_PREFIXES = (("identity.", "ident."), ("resource.", "req.resource."), ("context.", "req.context."))
+# ``p`` is the principal a quantifier's generator expression is looking at (any_principal / all_principals)
+_PLAIN_PREFIXES = (("identity.", "ident."), ("resource.", "req.resource."), ("context.", "req.context."),
+                   ("principal.", "p."))
 _FREE_PREFIXES = (("identity.attributes.", "ident"), ("resource.attributes.", "req.resource"),
-                  ("context.attributes.", "req.context"))
+                  ("context.attributes.", "req.context"), ("principal.attributes.", "p"))
 
 
 class _Gen:
@@ -77,6 +79,10 @@ class _Gen:
             return f"(not {self.cond(node['not'])})"
         if "within" in node and len(node) == 1:
             return f"within(env, {self.const(self.schedules[node['within']])})"
+        if "any_principal" in node and len(node) == 1:  # env[6]: the resolved delegation chain
+            return f"any({self.conj(node['any_principal'])} for p in env[6])"
+        if "all_principals" in node and len(node) == 1:  # an empty chain never satisfies it (fail closed)
+            return f"(bool(env[6]) and all({self.conj(node['all_principals'])} for p in env[6]))"
         ((path, ops),) = node.items()
         ((op, operand),) = ops.items()
         return self.leaf(path, op, operand)

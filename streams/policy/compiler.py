@@ -37,7 +37,7 @@ from streams.model.glob import glob_predicate, has_wildcards
 from streams.policy.codegen import generate_decider, generate_rule_function, generate_watcher, rule_expression
 from streams.policy.language import lookup_attribute
 from streams.policy.operators import OPERATORS, is_ref
-from streams.policy.runtime import NOW, REQ, Env, Pred, Schedule, make_getter, within
+from streams.policy.runtime import NOW, PRINCIPAL, PRINCIPALS, REQ, Env, Pred, Schedule, make_getter, within
 from streams.policy.validation import PolicyValidationError, Problem, bundle_version, validate_bundle
 
 # ---- conditions -------------------------------------------------------------------------------------------
@@ -158,6 +158,46 @@ class WithinCond(Cond):
         return ExplainNode(f"within {self.schedule.name}", self.fn(env), iso_utc(env[NOW]), True)
 
 
+class QuantifierCond(Cond):
+    """``any_principal`` / ``all_principals``: the conditions over each principal of the delegation chain
+    (``env[PRINCIPALS]``); ``principal.*`` getters read ``env[PRINCIPAL]``, set here while looking at one."""
+
+    def __init__(self, key: str, kids: list[Cond]) -> None:
+        self.key = key
+        self.every = key == "all_principals"
+        self.kid = AllCond(kids)
+        self.fn = self._holds
+
+    def _each(self, env: Env) -> list[tuple[Any, bool]]:
+        held = []
+        try:
+            for p in env[PRINCIPALS]:
+                env[PRINCIPAL] = p
+                held.append((p, bool(self.kid.fn(env))))
+        finally:
+            env[PRINCIPAL] = None
+        return held
+
+    def _holds(self, env: Env) -> bool:
+        held = [h for _, h in self._each(env)]
+        return (bool(held) and all(held)) if self.every else any(held)
+
+    def explain(self, env: Env) -> ExplainNode:
+        children = []
+        try:
+            for p in env[PRINCIPALS]:
+                env[PRINCIPAL] = p
+                node = self.kid.explain(env)
+                node.text = f"principal {p.id} ({p.kind})"
+                children.append(node)
+        finally:
+            env[PRINCIPAL] = None
+        held = [c.held for c in children]
+        ok = (bool(held) and all(held)) if self.every else any(held)
+        text = f"{self.key} of {len(children)} principal(s)" if children else f"{self.key} (no principals)"
+        return ExplainNode(text, ok, children=children)
+
+
 class IndexedCond(Cond):
     """An action / resource.type condition answered by the index (shown by explain, never run per request)."""
 
@@ -204,6 +244,9 @@ def compile_cond(node: Any, tz: ZoneInfo, schedules: dict[str, Schedule]) -> Con
         return NotCond(compile_cond(node["not"], tz, schedules))
     if "within" in node and len(node) == 1:
         return WithinCond(schedules[node["within"]])
+    for key in ("any_principal", "all_principals"):
+        if key in node and len(node) == 1:
+            return QuantifierCond(key, [compile_cond(n, tz, schedules) for n in node[key]])
     ((path, ops),) = node.items()
     ((op, operand),) = ops.items()
     return Leaf(path, op, operand, tz)

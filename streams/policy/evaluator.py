@@ -6,7 +6,9 @@ Combining: any matching deny → deny; else any step_up → step_up; else any al
 
 Fail closed before any rule runs (engine built-ins, reported with ``policy``/``rule`` null):
 no bundle → ``no_policy_loaded``; no identity → ``unknown_identity``; status suspended / decommissioned →
-``identity_suspended`` / ``identity_decommissioned``; empty action or resource type → ``invalid_request``.
+``identity_suspended`` / ``identity_decommissioned``; a delegation chain (``on_behalf_of``) longer than the
+maximum → ``delegation_too_deep``, naming a principal that is not a known identity → ``delegator_unknown``, or
+one that is not active → ``delegator_suspended``; empty action or resource type → ``invalid_request``.
 ``matched_rules`` lists the rules of the deciding effect only (lower tiers are not evaluated once a higher
 tier matched — that is what deny-overrides means, and it keeps the hot path short).
 """
@@ -17,9 +19,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from time import perf_counter_ns
 
+from streams.config import DEFAULT_MAX_DELEGATION_DEPTH
+from streams.errors import quote
 from streams.model import AccessRequest, Approval, Decision, Identity, MonitorOutcome, Reason, ReasonCode
 from streams.model.tokens import VerifiedToken
 from streams.policy.compiler import EMPTY_TIERS, CompiledBundle, merge_obligations
+from streams.policy.runtime import approval_relied_on
 
 NO_POLICY = Reason(ReasonCode.NO_POLICY_LOADED.value, "no policy bundle is loaded; failing closed")
 UNKNOWN_IDENTITY = Reason(ReasonCode.UNKNOWN_IDENTITY.value, "the identity is not in the inventory; failing closed")
@@ -37,6 +42,27 @@ def _builtin_deny(request: AccessRequest, reason: Reason, version: str, now: dat
                     (perf_counter_ns() - t0) // 1000, "")
 
 
+def _chain_problem(
+    chain: Sequence[str], principals: Sequence[Identity | None] | None, max_depth: int
+) -> Reason | None:
+    """Why the delegation chain stops the request before any rule (None: every principal is a known, active
+    identity). Every principal must be: an agent acting for a suspended human is denied."""
+    if len(chain) > max_depth:
+        return Reason(ReasonCode.DELEGATION_TOO_DEEP.value,
+                      f"the request acts through {len(chain)} principals; at most {max_depth} are allowed")
+    if principals is None or len(principals) != len(chain):
+        return Reason(ReasonCode.DELEGATOR_UNKNOWN.value,
+                      "the delegation chain was not resolved against the inventory; failing closed")
+    for pid, p in zip(chain, principals, strict=True):
+        if p is None or p.id != pid:
+            return Reason(ReasonCode.DELEGATOR_UNKNOWN.value,
+                          f"principal {quote(pid, 80)} of on_behalf_of is not in the inventory")
+        if p.status != "active":
+            return Reason(ReasonCode.DELEGATOR_SUSPENDED.value,
+                          f"principal {quote(pid, 80)} of on_behalf_of is {p.status}")
+    return None
+
+
 def evaluate(
     bundle: CompiledBundle | None,
     request: AccessRequest,
@@ -44,9 +70,15 @@ def evaluate(
     approvals: Sequence[Approval],
     now: datetime,
     token: VerifiedToken | None = None,
+    principals: Sequence[Identity | None] | None = (),
+    max_delegation_depth: int = DEFAULT_MAX_DELEGATION_DEPTH,
 ) -> Decision:
     """Decide ``request``. Never raises for bad policy data; always returns a Decision (fail closed).
 
+    ``principals`` is ``request.on_behalf_of`` resolved against the inventory, in the same order (None for an
+    id the inventory does not hold); without it (None, or the default) a non-empty chain is denied
+    ``delegator_unknown``. The Decision's ``principals`` and ``relied_on_approvals`` say what it read beyond the
+    identity.
     ``token`` is the request's verified workload token (``token.*`` attributes), or None when it carried none.
     Verifying ``request.token`` is the caller's job (the worker's Decider, streams/model/tokens.py): a token
     that fails is denied with its reason code before the engine runs, and the engine never reads the raw text."""
@@ -61,6 +93,16 @@ def evaluate(
     status = identity.status
     if status != "active":
         return _builtin_deny(request, DECOMMISSIONED if status == "decommissioned" else SUSPENDED, version, now, t0)
+    chain = request.on_behalf_of
+    if chain:
+        problem = _chain_problem(chain, principals, max_delegation_depth)
+        if problem is not None:
+            denied = _builtin_deny(request, problem, version, now, t0)
+            denied.principals = [p for p in principals or () if p is not None]  # what a replay needs
+            return denied
+        resolved: Sequence[Identity] = principals  # type: ignore[assignment]  # every one checked above
+    else:
+        resolved = ()
     action = request.action
     rtype = request.resource.type
     if not action or not rtype:
@@ -74,7 +116,7 @@ def evaluate(
                         (perf_counter_ns() - t0) // 1000, "")
     # Python 3.11 try blocks cost nothing unless something is raised.
     try:
-        env = [request, identity, approvals, now, None, token]  # see runtime.new_env
+        env = [request, identity, approvals, now, None, token, resolved, None]  # see runtime.new_env
         decide = tiers.decide
         if decide is not None:
             tier, winners = decide(env)
@@ -96,10 +138,18 @@ def evaluate(
                     if r.obligation_fns:
                         obligations = merge_obligations(winners, env)
                         break
-            return Decision(request.request_id, _OUTCOMES[tier], reasons, matched, obligations, monitor, version,
-                            now, (perf_counter_ns() - t0) // 1000, "")
-        return Decision(request.request_id, "deny", [NO_MATCH], [], {}, monitor, version, now,
-                        (perf_counter_ns() - t0) // 1000, "")
+            decision = Decision(request.request_id, _OUTCOMES[tier], reasons, matched, obligations, monitor,
+                                version, now, (perf_counter_ns() - t0) // 1000, "")
+        else:
+            decision = Decision(request.request_id, "deny", [NO_MATCH], [], {}, monitor, version, now,
+                                (perf_counter_ns() - t0) // 1000, "")
+        if env[4] is not None:  # a derived attribute was read: maybe context.approval_valid via an approval
+            used = approval_relied_on(env)
+            if used is not None:
+                decision.relied_on_approvals = [used]
+        if resolved:
+            decision.principals = list(resolved)
+        return decision
     except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as exc:
         # Malformed request data built in code (e.g. a naive datetime) must not crash a worker: fail closed.
         reason = Reason("invalid_request", f"the request could not be evaluated: {type(exc).__name__}: {exc}")

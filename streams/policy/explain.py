@@ -47,15 +47,26 @@ class Explanation:
     def to_dict(self) -> dict[str, Any]:
         d = self.decision.to_dict()
         d["evaluated_at"] = iso_utc(self.decision.evaluated_at)
-        return {"decision": d, "note": self.note, "rules": [r.to_dict() for r in self.rules]}
+        return {"decision": d, "note": self.note, "delegation": delegation_lines(self.decision),
+                "rules": [r.to_dict() for r in self.rules]}
+
+
+def delegation_lines(d: Decision) -> list[str]:
+    """The delegation chain and the approvals a decision relied on, one line each (text and JSON alike)."""
+    out = [f"on behalf of {p.id} ({p.kind}, {p.status}; scopes {', '.join(p.scopes) or 'none'})"
+           for p in d.principals]
+    out += [f"approval relied on: {a.approval_id} by {a.approved_by or '(unknown)'}, expires "
+            f"{iso_utc(a.expires_at)}" for a in d.relied_on_approvals]
+    return out
 
 
 def explain(bundle: CompiledBundle, case: RequestCase) -> Explanation:
-    decision = evaluate(bundle, case.request, case.identity, case.approvals, case.now, case.token)
+    decision = evaluate(bundle, case.request, case.identity, case.approvals, case.now, case.token, case.principals)
     if decision.reasons and decision.reasons[0].rule is None and decision.reasons[0].code != "no_matching_rule":
         return Explanation(decision, [], f"decided by the engine before any rule ran: {decision.reasons[0].code}")
     assert case.identity is not None
-    env = new_env(case.request, case.identity, case.approvals, decision.evaluated_at, case.token)
+    env = new_env(case.request, case.identity, case.approvals, decision.evaluated_at, case.token,
+                  [p for p in case.principals if p is not None])
     action, rtype = case.request.action, case.request.resource.type
     deciding = set(decision.matched_rules)
     out: list[RuleExplanation] = []
@@ -101,6 +112,7 @@ def render_text(ex: Explanation, show_all: bool = False) -> str:
         lines.append("  obligations: " + ", ".join(f"{k}={v}" for k, v in sorted(d.obligations.items())))
     for m in d.monitor:
         lines.append(f"  monitor: {m.policy} / {m.rule} would have {m.effect} ({m.reason_code})")
+    lines.extend(f"  {line}" for line in delegation_lines(d))
     if ex.note:
         lines.append(ex.note)
     hidden = 0

@@ -73,6 +73,7 @@ ATTRIBUTES: dict[str, AttrSpec] = dict(
         _a("context.on_behalf_of", SET, doc="delegation chain, outermost principal first"),
         _a("context.token_age_s", NUMBER, unit="s", derived=True, doc="now - context.token_issued_at"),
         _a("context.approval_valid", BOOL, derived=True, doc="a matching, unexpired, unrevoked approval exists"),
+        _a("context.delegation_depth", NUMBER, derived=True, doc="how many principals context.on_behalf_of names"),
         _a("token.verified", BOOL, derived=True, doc="the request carried a workload token and it verified"),
         _a("token.issuer", STR, derived=True, doc="iss of the verified token"),
         _a("token.subject", STR, derived=True, doc="sub of the verified token"),
@@ -83,6 +84,15 @@ ATTRIBUTES: dict[str, AttrSpec] = dict(
         _a("token.age_s", NUMBER, unit="s", derived=True, doc="now - iat of the verified token"),
         _a("token.subject_matches_identity", BOOL, derived=True,
            doc="the verified token's subject is one of identity.workload_subjects"),
+        # principal.*: one principal of the delegation chain, only inside any_principal / all_principals
+        _a("principal.id", STR, doc="a delegating principal's identity id"),
+        _a("principal.kind", ENUM, values=IDENTITY_KINDS),
+        _a("principal.owner", STR),
+        _a("principal.environments", SET),
+        _a("principal.scopes", SET),
+        _a("principal.tags", SET),
+        _a("principal.risk_tier", ENUM, values=RISK_TIERS, ordered=True),
+        _a("principal.workload_subjects", SET),
         _a("now.hour", NUMBER, derived=True, doc="0-23 in the rule's timezone"),
         _a("now.minute", NUMBER, derived=True, doc="0-59 in the rule's timezone"),
         _a("now.weekday", ENUM, values=WEEKDAYS, derived=True, doc="mon..sun in the rule's timezone"),
@@ -90,7 +100,11 @@ ATTRIBUTES: dict[str, AttrSpec] = dict(
 )
 
 #: ``<prefix><name>`` reads a free string attribute, e.g. ``resource.attributes.team``.
-FREE_ATTRIBUTE_PREFIXES = ("identity.attributes.", "resource.attributes.", "context.attributes.")
+FREE_ATTRIBUTE_PREFIXES = (
+    "identity.attributes.", "resource.attributes.", "context.attributes.", "principal.attributes."
+)
+#: Attributes of one delegating principal: readable only inside a principal quantifier.
+PRINCIPAL_PREFIX = "principal."
 
 
 def lookup_attribute(path: str) -> AttrSpec | None:
@@ -104,7 +118,11 @@ def lookup_attribute(path: str) -> AttrSpec | None:
 
 
 #: Keys of a condition mapping that are not attribute paths.
-COMBINATORS = ("all", "any", "not", "within")
+COMBINATORS = ("all", "any", "not", "within", "any_principal", "all_principals")
+#: The quantifiers over the delegation chain (context.on_behalf_of, resolved to inventory identities):
+#: ``any_principal`` holds when some principal satisfies all its conditions, ``all_principals`` when the chain
+#: is non-empty and every principal does (an empty chain never satisfies it: fail closed).
+QUANTIFIERS = ("any_principal", "all_principals")
 
 #: Every attribute type, in the order error messages list them.
 TYPES = (STR, ENUM, SET, NUMBER, BOOL, IP, TIME)

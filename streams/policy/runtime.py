@@ -26,10 +26,13 @@ from streams.policy.language import WEEKDAYS, minutes_of_day
 #   env[REQ] AccessRequest, env[IDENT] Identity, env[APPROVALS] Sequence[Approval], env[NOW] aware-UTC datetime,
 #   env[CACHE] dict of derived attributes computed so far (None until the first derived attribute is read),
 #   env[TOKEN] the request's VerifiedToken (None: the request carried no token; a token that failed
-#   verification never reaches the engine, the worker denies it first).
+#   verification never reaches the engine, the worker denies it first),
+#   env[PRINCIPALS] the delegation chain (context.on_behalf_of) resolved to inventory identities, outermost
+#   first (the engine has already denied a chain with an unknown or inactive principal),
+#   env[PRINCIPAL] the principal a quantifier (any_principal / all_principals) is looking at, else None.
 # Derived attributes are computed lazily by the functions below, only when a candidate rule reads them.
 Env = list  # type alias for readability in signatures
-REQ, IDENT, APPROVALS, NOW, CACHE, TOKEN = range(6)
+REQ, IDENT, APPROVALS, NOW, CACHE, TOKEN, PRINCIPALS, PRINCIPAL = range(8)
 
 Getter = Callable[[Env], Any]
 Pred = Callable[[Env], bool]
@@ -38,8 +41,8 @@ _UNSET: Any = object()
 
 
 def new_env(req: AccessRequest, ident: Identity, approvals: Sequence[Approval], now: datetime,
-            token: VerifiedToken | None = None) -> Env:
-    return [req, ident, approvals, now, None, token]
+            token: VerifiedToken | None = None, principals: Sequence[Identity] = ()) -> Env:
+    return [req, ident, approvals, now, None, token, principals, None]
 
 
 def _cache(env: Env) -> dict[Any, Any]:
@@ -72,7 +75,8 @@ def token_age_s(env: Env) -> float | None:
 
 
 def approval_valid(env: Env) -> bool:
-    """``context.approval_valid`` (see docs/contracts.md)."""
+    """``context.approval_valid`` (see docs/contracts.md). The matching approval stays in the env's cache
+    (:func:`approval_relied_on`): the audit record carries it, so a replay sees the same approval."""
     c = _cache(env)
     v = c.get("approval")
     if v is None:
@@ -82,10 +86,22 @@ def approval_valid(env: Env) -> bool:
         v = False
         for a in env[APPROVALS]:
             if a.matches(ident_id, req.action, req.resource.id, now, req.context.approval_id):
-                v = True
+                v = a
                 break
         c["approval"] = v
-    return v  # type: ignore[no-any-return]
+    return v is not False
+
+
+def approval_relied_on(env: Env) -> Approval | None:
+    """The approval that made ``context.approval_valid`` true, if a rule read it and one matched."""
+    c = env[CACHE]
+    v = None if c is None else c.get("approval")
+    return v or None
+
+
+def delegation_depth(env: Env) -> int:
+    """``context.delegation_depth``: how many principals the request acts for."""
+    return len(env[REQ].on_behalf_of)
 
 
 def active_credential_types(env: Env) -> list[str]:
@@ -153,6 +169,7 @@ DERIVED: dict[str, Getter] = {
     "identity.credential_age_days": credential_age_days,
     "context.token_age_s": token_age_s,
     "context.approval_valid": approval_valid,
+    "context.delegation_depth": delegation_depth,
     "token.verified": token_verified,
     "token.issuer": token_issuer,
     "token.subject": token_subject,
@@ -233,6 +250,12 @@ def make_getter(path: str, tz: ZoneInfo) -> Getter:
         return DERIVED[path]
     if path == "context.on_behalf_of":
         return lambda env: env[REQ].on_behalf_of
+    if path.startswith("principal.attributes."):
+        pkey = path[len("principal.attributes."):]
+        return lambda env: env[PRINCIPAL].attributes.get(pkey)
+    if path.startswith("principal."):
+        get_p = attrgetter(path[len("principal."):])
+        return lambda env: get_p(env[PRINCIPAL])
     if path.startswith("identity.attributes."):
         ikey = path[len("identity.attributes."):]
         return lambda env: env[IDENT].attributes.get(ikey)

@@ -12,6 +12,8 @@ A test file::
         resource: {id: orders, type: database, environment: production}
         context: {requested_ttl_s: 1800}
         approvals: []                     # Approval mappings (optional)
+        principals:                       # the on_behalf_of principals as the inventory holds them (optional)
+          bob@example.com: {kind: human, scopes: ["config:admin"]}   # or a fixture name, or null (unknown)
         token: {iss: "https://issuer.example", sub: "spiffe://example/ns/x/sa/y", aud: pdx,
                 iat: "2025-06-03T09:55:00Z", scope: "api:read"}   # claims of a VERIFIED token (optional)
         now: "2025-06-03T10:00:00Z"      # optional per case
@@ -26,6 +28,9 @@ A case's ``token`` is taken as a verified token with those claims (``iss``, ``su
 — timestamps or seconds since the epoch; ``exp`` defaults to an hour after ``now`` — ``jti``, ``scope`` /
 ``scp``, ``act``): policy tests test policies, while signature and time checks are the worker's
 (streams/model/tokens.py, tested with minted tokens). Without ``token`` the case reads ``token.verified`` false.
+A principal of ``request.on_behalf_of`` that ``principals`` does not name is the fixture of that name, and unknown
+to the inventory without one (as in a worker: the engine then denies ``delegator_unknown``); ``null`` makes a
+named one unknown.
 A request file for ``pdx policy explain`` has the same keys as one case (``expect`` ignored).
 Coverage: a rule is exercised when it is among a case's deciding rules or monitor outcomes.
 """
@@ -47,7 +52,7 @@ from streams.policy.evaluator import evaluate
 from streams.policy.loader import PolicySet, PolicyValidationError, Problem, read_yaml_file
 
 CASE_KEYS = {"name", "description", "identity", "request", "resource", "context", "approvals", "token", "now",
-             "expect"}
+             "principals", "expect"}
 EXPECT_KEYS = {"decision", "reasons", "matched_rules", "obligations", "monitor"}
 
 
@@ -63,6 +68,8 @@ class RequestCase:
     now: datetime
     #: the verified token the case gives (None: the request carries no token)
     token: VerifiedToken | None = None
+    #: request.on_behalf_of resolved as the case's inventory holds it (None: not in the inventory)
+    principals: list[Identity | None] = field(default_factory=list)
 
 
 def _plain(v: Any) -> Any:
@@ -84,26 +91,7 @@ def build_request_case(case: Mapping[str, Any], fixtures: Mapping[str, Any] | No
             raise CaseError(f"{name}: 'now' is required (the evaluation time, e.g. 2025-06-03T10:00:00Z)")
         now = parse_timestamp(now_raw, f"{name}: now")
         ident_node = case.get("identity")
-        identity: Identity | None
-        if ident_node is None:
-            identity = None
-        elif isinstance(ident_node, str):
-            if ident_node not in fixtures:
-                raise CaseError(f"{name}: identity {ident_node!r} is not a fixture in this file "
-                                f"(known: {', '.join(sorted(fixtures)) or 'none'})")
-            identity = Identity.from_dict(_plain(fixtures[ident_node]))
-        elif isinstance(ident_node, Mapping):
-            data = _plain(ident_node)
-            base = data.pop("base", None)
-            if base is not None:
-                if base not in fixtures:
-                    raise CaseError(f"{name}: identity base {base!r} is not a fixture in this file")
-                merged = copy.deepcopy(_plain(fixtures[base]))
-                merged.update(data)
-                data = merged
-            identity = Identity.from_dict(data)
-        else:
-            raise CaseError(f"{name}: identity must be a fixture name, a mapping or null")
+        identity = _case_identity(ident_node, fixtures, f"{name}: identity")
         req = _plain(case.get("request") or {})
         if not isinstance(req, dict):
             raise CaseError(f"{name}: request must be a mapping")
@@ -122,11 +110,50 @@ def build_request_case(case: Mapping[str, Any], fixtures: Mapping[str, Any] | No
             raise CaseError(f"{name}: approvals must be a list")
         approvals = [Approval.from_dict(_plain(a)) for a in approvals_node]
         token = _case_token(case.get("token"), now, name)
+        principals = _case_principals(case.get("principals"), request.on_behalf_of, fixtures, name)
     except CaseError:
         raise
     except ValueError as exc:
         raise CaseError(f"{name}: {exc}") from None
-    return RequestCase(request, identity, approvals, now, token)
+    return RequestCase(request, identity, approvals, now, token, principals)
+
+
+def _case_identity(node: Any, fixtures: Mapping[str, Any], what: str, default_id: str | None = None) -> Identity | None:
+    """An identity given as a fixture name, a mapping (``base: fixture`` plus overrides) or null."""
+    if node is None:
+        return None
+    if isinstance(node, str):
+        if node not in fixtures:
+            raise CaseError(f"{what} {node!r} is not a fixture in this file "
+                            f"(known: {', '.join(sorted(fixtures)) or 'none'})")
+        return Identity.from_dict(_plain(fixtures[node]))
+    if isinstance(node, Mapping):
+        data = _plain(node)
+        base = data.pop("base", None)
+        if base is not None:
+            if base not in fixtures:
+                raise CaseError(f"{what} base {base!r} is not a fixture in this file")
+            merged = copy.deepcopy(_plain(fixtures[base]))
+            merged.update(data)
+            data = merged
+        if default_id is not None:
+            data.setdefault("id", default_id)
+        return Identity.from_dict(data)
+    raise CaseError(f"{what} must be a fixture name, a mapping or null")
+
+
+def _case_principals(node: Any, chain: list[str], fixtures: Mapping[str, Any], name: str) -> list[Identity | None]:
+    given = _plain(node) if node is not None else {}
+    if not isinstance(given, dict):
+        raise CaseError(f"{name}: principals must map principal ids (of on_behalf_of) to identities")
+    extra = sorted(set(given) - set(chain))
+    if extra:
+        raise CaseError(f"{name}: principals names {', '.join(map(repr, extra))}, not in request.on_behalf_of")
+    out: list[Identity | None] = []
+    for pid in chain:
+        spec = given[pid] if pid in given else pid if pid in fixtures else None
+        out.append(_case_identity(spec, fixtures, f"{name}: principals[{pid!r}]", default_id=pid))
+    return out
 
 
 def _case_token(node: Any, now: datetime, name: str) -> VerifiedToken | None:
@@ -242,7 +269,7 @@ def run_test_file(path: Path, bundle: CompiledBundle,
         except CaseError as exc:
             problems.append(Problem(file, line, None, str(exc)))
             continue
-        d = evaluate(bundle, rc.request, rc.identity, rc.approvals, rc.now, rc.token)
+        d = evaluate(bundle, rc.request, rc.identity, rc.approvals, rc.now, rc.token, rc.principals)
         for rid in d.matched_rules:
             exercised[rid] = exercised.get(rid, 0) + 1
         for m in d.monitor:

@@ -30,6 +30,8 @@ from streams.policy.language import (
     FREE_ATTRIBUTE_PREFIXES,
     MODES,
     OBLIGATIONS,
+    PRINCIPAL_PREFIX,
+    QUANTIFIERS,
     SET,
     WEEKDAYS,
     lookup_attribute,
@@ -110,6 +112,7 @@ class _Validator:
         self.policy_files: dict[str, str] = {}  # policy name -> file
         self._schedule_refs: list[tuple[str, str, int | None, str | None]] = []  # name, file, line, rule
         self._schedule_where: dict[str, tuple[str, int | None]] = {}
+        self._quantifier: str | None = None  # the principal quantifier being validated (principal.* readable)
 
     def err(self, file: str, line: int | None, rule: str | None, msg: str) -> None:
         self.problems.append(Problem(file, line, rule, msg))
@@ -339,6 +342,8 @@ class _Validator:
             if key == "not":
                 kid = self.cond(file, value, rid, _line(value) or kline)
                 return None if kid is None else {"not": kid}
+            if key in QUANTIFIERS:
+                return self.quantifier(file, key, value, rid, kline)
             # within
             if not isinstance(value, str) or not value:
                 self.err(file, kline, rid, "'within' takes a schedule name, e.g. `within: change-window`")
@@ -354,7 +359,31 @@ class _Validator:
             return None
         return leaves[0] if len(leaves) == 1 else {"all": leaves}
 
+    def quantifier(self, file: str, key: str, value: Any, rid: str, line: int | None) -> Any:
+        """``any_principal`` / ``all_principals``: conditions over each principal of the delegation chain
+        (``principal.*``, and the request's other attributes). Canonical form: ``{key: [conditions]}``."""
+        if self._quantifier is not None:
+            self.err(file, line, rid, f"'{key}' cannot be used inside '{self._quantifier}'; "
+                                      "write the conditions on one principal in one quantifier")
+            return None
+        if isinstance(value, Mapping):
+            value = [value]
+        if not isinstance(value, list) or not value:
+            self.err(file, line, rid, f"'{key}' takes a non-empty list of conditions on principal.*, "
+                                      f"e.g. `{key}: [{{principal.kind: human}}]`")
+            return None
+        self._quantifier = key
+        try:
+            kids = self.when(file, value, rid, line)
+        finally:
+            self._quantifier = None
+        return {key: kids} if kids else None
+
     def leaf(self, file: str, path: str, value: Any, rid: str, line: int | None) -> list[Any] | None:
+        if path.startswith(PRINCIPAL_PREFIX) and self._quantifier is None:
+            self.err(file, line, rid, f"{path} names one principal of the delegation chain: use it inside "
+                                      "`any_principal: [...]` or `all_principals: [...]`")
+            return None
         spec = lookup_attribute(path)
         if spec is None:
             known = list(ATTRIBUTES) + [p + "<name>" for p in FREE_ATTRIBUTE_PREFIXES]

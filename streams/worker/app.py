@@ -45,26 +45,29 @@ def trusted_state_keys(cfg: Settings) -> signing.TrustedKeys:
     """The keys this worker trusts per kind; a kind with none is logged loudly: nothing of it is applied, so
     (for policies and inventory) every request is denied."""
     trust = signing.trusted_keys(cfg)
-    for kind in (signing.POLICY, signing.INVENTORY, signing.APPROVAL):
+    for kind in (signing.POLICY, signing.INVENTORY, signing.APPROVAL, signing.JWKS):
         ids = trust.key_ids(kind)
         if ids:
             log.info("trusting %s records signed by %s", kind, ", ".join(ids))
         else:
-            log.error(
+            # without jwks keys only the JWKS file's issuers are trusted: a valid set-up, so a warning
+            (log.warning if kind == signing.JWKS else log.error)(
                 "no key is trusted for %s records (set %s%s or put %s*.pub in %s): none will be applied",
                 kind, config.ENV_TRUSTED_KEYS_PREFIX, kind.upper(), kind, cfg.signing_keys_dir,
             )
     return trust
 
 
-def token_verifier(cfg: Settings) -> TokenVerifier | None:
-    """The trusted workload-token issuers (PDX_JWKS_FILE); None without one: requests carrying a token are
-    denied token_untrusted_issuer, requests without one are decided as before. A file that cannot be used stops
-    the worker (UserError), since a typo must not silently turn every token into a deny."""
+def token_verifier(cfg: Settings) -> TokenVerifier:
+    """The trusted workload-token issuers pinned by PDX_JWKS_FILE (none without one); issuers published on
+    pdx.jwks join them live (WorkerState.apply_jwks). A token of no trusted issuer is denied
+    token_untrusted_issuer; requests without one are decided as before. A file that cannot be used stops the
+    worker (UserError), since a typo must not silently turn every token into a deny."""
     issuers = cfg.token_issuers_file
     if issuers is None:
-        log.info("no trusted token issuers (%s not set): requests with a token are denied", config.ENV_JWKS_FILE)
-        return None
+        log.info("no trusted token issuers file (%s not set): only issuers published on %s are trusted",
+                 config.ENV_JWKS_FILE, config.TOPIC_JWKS)
+        return TokenVerifier()
     verifier = TokenVerifier.from_file(issuers)
     log.info("trusting workload tokens of %s", ", ".join(sorted(verifier.issuers)) or "no issuer")
     return verifier
@@ -87,12 +90,14 @@ def audit_chains(cfg: Settings) -> AuditChains:
 
 
 def state_replicas(cfg: Settings, state: WorkerState) -> list[CompactedReplica]:
-    """Inventory, approvals and the policy bundle: a full live replica each, applied to ``state``."""
+    """Inventory, approvals, the policy bundle and the trusted token issuers: a full live replica each, applied
+    to ``state``."""
     wid = cfg.worker_id
     return [
         CompactedReplica(cfg, config.TOPIC_INVENTORY, state.apply_identity, f"pdx-inv-{wid}"),
         CompactedReplica(cfg, config.TOPIC_APPROVALS, state.apply_approval, f"pdx-apr-{wid}"),
         CompactedReplica(cfg, config.TOPIC_POLICIES, state.apply_bundle, f"pdx-pol-{wid}"),
+        CompactedReplica(cfg, config.TOPIC_JWKS, state.apply_jwks, f"pdx-jwks-{wid}"),
     ]
 
 
@@ -109,7 +114,9 @@ def build_app(cfg: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=cfg.request_partitions,
-        topic_replication_factor=1,
+        # faust's own topics (its assignor's leader topic): replicated when PDX_KAFKA_REPLICATION_FACTOR says so;
+        # the request loop and the replicas never read them, so a broker loss there does not stop decisions
+        topic_replication_factor=cfg.kafka_replication_factor or 1,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=cfg.producer_linger_ms,
@@ -124,7 +131,7 @@ def build_app(cfg: Settings) -> faust.App:
         # loop runs its own consumer): faust runs the worker's services, tasks and timers.
         stream_recovery_delay=0.0,
     )
-    state = WorkerState(trusted_state_keys(cfg))
+    state = WorkerState(trusted_state_keys(cfg), token_verifier(cfg))
     replicas = state_replicas(cfg, state)
     registry, observer = metrics.worker_registry(state, replicas)  # served when PDX_METRICS_PORT is set
     assigned = asyncio.Event()
@@ -299,7 +306,8 @@ async def run_request_loop(cfg: Settings, state: WorkerState, assigned: asyncio.
         routes = ReplyRoutes(cfg, cluster, request_lookup=lambda topic: producer.client.add_topic(topic))
         decider = Decider(state, cfg.worker_id, routes, audit_on_request_partition=same,
                           request_limits=cfg.request_limits, chains=audit_chains(cfg),
-                          redactor=Redactor(cfg.redact_attributes), tokens=token_verifier(cfg))
+                          redactor=Redactor(cfg.redact_attributes), tokens=state.tokens,
+                          max_delegation_depth=cfg.max_delegation_depth)
         loop = RequestLoop(decider, KafkaBatchProducer(producer), observer)
         busy = asyncio.Lock()
         rebalance = _Rebalance(cfg, consumer, loop, commits, busy, assigned, same)

@@ -106,6 +106,7 @@ class Decider:
         chains: AuditChains | None = None,
         redactor: Redactor | None = None,
         tokens: TokenVerifier | None = None,
+        max_delegation_depth: int = config.DEFAULT_MAX_DELEGATION_DEPTH,
     ) -> None:
         self.state = state
         self.worker_id = worker_id
@@ -125,6 +126,8 @@ class Decider:
         #: the trusted workload-token issuers (streams/model/tokens.py); None: every request with a token is
         #: denied token_untrusted_issuer
         self.tokens = tokens
+        #: longer on_behalf_of chains are denied delegation_too_deep (Settings.max_delegation_depth)
+        self.max_delegation_depth = max_delegation_depth
         self._log_dead_letter = _EverySecond()
 
     def decide_batch(self, msgs: Sequence[Incoming]) -> list[Planned]:
@@ -198,7 +201,10 @@ class Decider:
                     decision = self._fail_closed(rid, failed.code, f"workload token rejected: {failed.message}")
                 else:
                     approvals = self.state.approvals_for(request.identity_id)
-                    decision = evaluate(self.state.bundle, request, identity, approvals, received_at, verified)
+                    chain = request.on_behalf_of
+                    principals = [self.state.identities.get(p) for p in chain] if chain else ()
+                    decision = evaluate(self.state.bundle, request, identity, approvals, received_at, verified,
+                                        principals, self.max_delegation_depth)
                     decision.worker_id = self.worker_id
         decision_dict = decision.to_dict()
         decision_msg = wire.encode("Decision", decision_dict, trusted=True)
@@ -215,7 +221,8 @@ class Decider:
                     raw_request = wire.encode("AccessRequest", request_dict)
                 except (ValueError, TypeError, OverflowError):
                     raw_request = None
-        planned.audit = self._audit(msg, raw_request, request_dict, decision_dict, decision_msg, identity, received_at)
+        planned.audit = self._audit(msg, raw_request, request_dict, decision_dict, decision_msg, identity, received_at,
+                                    decision)
         if route_problem is None:
             key = rid.encode()
             planned.reply = Out(reply_to, key, decision_msg, reply_partition, [("correlation_id", key)])
@@ -234,11 +241,13 @@ class Decider:
         decision_msg: bytes,
         identity: Any,
         received_at: datetime,
+        evaluated: Decision,
     ) -> Out:
         decided_at = self.clock()
         identity_msg = self.state.identity_messages.get(str(request_dict["identity_id"])) if identity else None
         chains = self.chains
-        audit = None if raw_request is None else wire.splice_audit_record(
+        relied, relied_part = self._relied_on(evaluated)
+        audit = None if raw_request is None or relied is None else wire.splice_audit_record(
             raw_request,
             identity_msg,
             decision_msg,
@@ -248,14 +257,16 @@ class Decider:
             source_partition=msg.partition,
             source_offset=msg.offset,
             worker_id=self.worker_id,
+            relied_on=relied,  # type: ignore[arg-type]  # not None here
         )
         link = None
         if audit is None:  # a shrunk request, or a part in another schema version: encode the ordinary way
-            audit = self._encode_audit(request_dict, decision, identity, received_at, decided_at, msg)
+            relied = self._encoded_relied_on(evaluated)
+            audit = self._encode_audit(request_dict, decision, identity, received_at, decided_at, msg)[:-1] + relied
             if chains is not None:  # hash what was encoded, as it decodes (the rare path: it may decode)
                 request_digest, body_digest = audit_chain.record_digests(wire.decode_as("AuditRecord", audit))
                 link, field_bytes = chains.link(msg.topic, msg.partition, request_digest, body_digest)
-                audit = splice.with_chain(audit, field_bytes)
+                audit = splice.with_chain(audit, field_bytes, relied)
         elif chains is not None:  # the hot path: hash the values the spliced bytes hold, without decoding them
             link, field_bytes = chains.link(
                 msg.topic,
@@ -266,15 +277,45 @@ class Decider:
                         str(request_dict["identity_id"]), identity_msg
                     ),
                     decision, received_at, decided_at, self.worker_id or str(decision["worker_id"] or ""),
-                    msg.topic, msg.partition, msg.offset,
+                    msg.topic, msg.partition, msg.offset, relied_part,
                 ),
             )
-            audit = splice.with_chain(audit, field_bytes)
+            audit = splice.with_chain(audit, field_bytes, relied)  # type: ignore[arg-type]  # not None here
         partition = msg.partition if self.audit_on_request_partition else None
         out = Out(config.TOPIC_AUDIT, str(request_dict.get("request_id") or "").encode(), audit, partition)
         if link is not None and chains is not None:
             chains.track(out, link)
         return out
+
+    def _relied_on(self, d: Decision) -> tuple[bytes | None, list[Any] | None]:
+        """(encoded ``relied_on`` field, its hashed form) for the spliced record: the approvals and principal
+        snapshots the decision read, spliced from the inventory messages the worker holds. (None, None) when a
+        principal's message is in another schema version (the record is then encoded the ordinary way)."""
+        if not d.relied_on_approvals and not d.principals:
+            return splice.NOTHING_RELIED_ON, None
+        approvals = [(a.approval_id, a.approved_by, a.granted_at, a.expires_at) for a in d.relied_on_approvals]
+        bodies: list[bytes] = []
+        digests: list[str] = []
+        for p in d.principals:
+            msg = self.state.identity_messages.get(p.id)
+            body = wire.identity_body(msg) if msg is not None else None
+            if msg is None or body is None:
+                return None, None
+            bodies.append(body)
+            if self.chains is not None:
+                digests.append(self.chains.identity_digest(p.id, msg))
+        part = audit_chain.relied_on_part(
+            [[a, b, audit_chain.micros(g) // 1000 * 1000, audit_chain.micros(e) // 1000 * 1000]
+             for a, b, g, e in approvals], digests,
+        ) if self.chains is not None else None
+        return splice.encode_relied_on(approvals, bodies), part
+
+    @staticmethod
+    def _encoded_relied_on(d: Decision) -> bytes:
+        """The ``relied_on`` field encoded from the decision's objects (the rare path)."""
+        approvals = [(a.approval_id, a.approved_by, a.granted_at, a.expires_at) for a in d.relied_on_approvals]
+        bodies = [wire.identity_body(wire.encode("Identity", p.to_dict())) or b"" for p in d.principals]
+        return splice.encode_relied_on(approvals, bodies)
 
     def _encode_audit(
         self,

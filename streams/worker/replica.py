@@ -1,12 +1,14 @@
 """Replicated state: every worker keeps a full, live, decoded copy of the compacted state topics.
 
-``pdx.inventory``, ``pdx.approvals`` and ``pdx.policies`` are compacted topics holding current state by key.
+``pdx.inventory``, ``pdx.approvals``, ``pdx.policies`` and ``pdx.jwks`` (trusted token issuers) are compacted
+topics holding current state by key.
 Each worker reads ALL their partitions from the beginning with a group-less consumer and keeps reading, so:
 
 * a rebalance of the request partitions costs nothing — there is no table to recover before deciding
   (we first used faust Tables co-partitioned with requests; on this stack their changelog recovery stalled
   for minutes after a second worker joined, and every request waited behind it);
-* a suspend, an approval or a new bundle reaches every worker within one fetch (see `pdx bench propagation`);
+* a suspend, an approval, a new bundle or a new issuer key reaches every worker within one fetch (see
+  `pdx bench propagation`);
 * values are decoded once, when they arrive, not on the hot path.
 
 The cost is memory proportional to the inventory (about 1-2 KB per identity), which is fine for the

@@ -1,4 +1,5 @@
-"""The worker's decoded view of inventory, approvals and the policy bundle (fed by streams.worker.replica).
+"""The worker's decoded view of inventory, approvals, the policy bundle and the trusted token issuers published on
+pdx.jwks (fed by streams.worker.replica).
 
 Only signed state is applied (streams/contracts/signing.py): every record must carry a valid Ed25519
 signature by a key trusted for its kind, and must not be older than what is in force for its key (a replayed
@@ -16,7 +17,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from streams.contracts import signing, wire
+from streams.errors import UserError
 from streams.model import Approval, Identity
+from streams.model.tokens import TokenVerifier, TrustedIssuer
 from streams.policy import CompiledBundle, compile_bundle
 
 log = logging.getLogger("pdx.state")
@@ -65,9 +68,12 @@ class _Refusals:
 
 
 class WorkerState:
-    def __init__(self, trust: signing.TrustedKeys | None = None) -> None:
+    def __init__(self, trust: signing.TrustedKeys | None = None, tokens: TokenVerifier | None = None) -> None:
         #: the keys trusted per kind of record; none (the default): nothing is applied, every request is denied
         self.trust = trust if trust is not None else signing.TrustedKeys()
+        #: the workload-token verifier the Decider uses: pinned issuers (the JWKS file) given here, published ones
+        #: (pdx.jwks) applied by :meth:`apply_jwks` as they arrive
+        self.tokens = tokens if tokens is not None else TokenVerifier()
         self.identities: dict[str, Identity] = {}
         #: the Identity messages as received, spliced into audit records without re-encoding
         self.identity_messages: dict[str, bytes] = {}
@@ -83,7 +89,7 @@ class WorkerState:
 
     @property
     def rejected(self) -> Counter[str]:
-        """Refused records by kind (policy, inventory, approval)."""
+        """Refused records by kind (policy, inventory, approval, jwks)."""
         return self.refused.counts
 
     @property
@@ -172,6 +178,35 @@ class WorkerState:
         self.bundle = compiled
         self.bundle_serial = serial
         self.bundle_signer = signing.header_value(headers, signing.HEADER_KEY_ID)
+
+    def apply_jwks(self, key: bytes | None, value: bytes | None, headers: Headers = None) -> None:
+        """A trusted token issuer from pdx.jwks: key = the issuer, value = its JWKS-file entry (JSON), a tombstone
+        withdraws it. Verified and parsed here, once; a refused record leaves the issuer as it was (kept, or
+        still absent), so the last good issuer set stays in force."""
+        name = (key or b"").decode(errors="replace")
+        if not name:
+            self.refused(signing.JWKS, "pdx.jwks record without a key", "the key must be the issuer ('iss')")
+            return
+        what = f"trusted issuer {name[:80]!r}"
+        if not self._verified(signing.JWKS, key, value, headers, what):
+            return
+        if value is None:
+            if self.tokens.withdraw(name):
+                log.info("%s withdrawn (pdx.jwks tombstone)%s", what,
+                         "; still pinned by the JWKS file" if name in self.tokens.pinned else "")
+            return
+        try:
+            issuer = TrustedIssuer.from_json(value, f"pdx.jwks record {name[:80]!r}")
+        except UserError as exc:
+            self.refused(signing.JWKS, what + " (keeping the previous entry)", exc)
+            return
+        if issuer.issuer != name:
+            self.refused(signing.JWKS, what, f"its value is issuer {issuer.issuer[:80]!r}")
+            return
+        if self.tokens.publish(issuer):
+            log.info("%s in force from pdx.jwks: keys %s", what, ", ".join(sorted(issuer.keys)) or "-")
+        else:
+            log.warning("%s on pdx.jwks is ignored: the JWKS file pins that issuer, and the file wins", what)
 
     # ---- reads on the hot path -----------------------------------------------------------------
     def approvals_for(self, identity_id: str) -> list[Approval]:

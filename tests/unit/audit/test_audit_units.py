@@ -117,7 +117,7 @@ def test_identifiers_are_checked(bad: str) -> None:
 
 def test_migration_files_are_versioned_templates() -> None:
     migs = discover()
-    assert [m.version for m in migs] == ["001", "002", "003", "004", "005", "006", "007"]
+    assert [m.version for m in migs] == ["001", "002", "003", "004", "005", "006", "007", "008"]
     p = params("pdx_x", 30)
     stmts = [s for m in migs for s in m.statements(p)]
     # every statement can run again: IF [NOT] EXISTS, or guarded by `-- only if:` (tests/unit/audit/test_migrate.py)

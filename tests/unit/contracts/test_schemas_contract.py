@@ -119,6 +119,8 @@ RECORDS = [
     "PolicyBundle",
     "AuditRecord",
     "ChainLink",
+    "ReliedOn",
+    "ApprovalRelied",
     "AuditCheckpoint",
 ]
 

@@ -160,6 +160,11 @@ def full_audit() -> dict[str, Any]:
             "body_digest": b"\x02" * 32,
             "hash": b"\xff" * 32,
         },
+        "relied_on": {
+            "approvals": [{"approval_id": "apr-1", "approved_by": "carol", "granted_at": T_MS,
+                           "expires_at": T_MS + dt.timedelta(hours=1)}],
+            "principals": [full_identity()],
+        },
     }
 
 
@@ -279,6 +284,7 @@ MINIMAL: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str, An
             "identity": None,
             "decision": expected_minimal_decision(),
             "chain": None,
+            "relied_on": None,
         },
     ),
     "AuditCheckpoint": (

@@ -86,13 +86,13 @@ def test_audit_records_written_before_the_chain_still_decode() -> None:
 
     _, _, _, record = _parts("old", 1, 0, 0, True)
     current = wire.encode("AuditRecord", record)
-    assert current.endswith(b"\x00")  # chain: null, the last field
+    assert current.endswith(b"\x00\x00")  # chain and relied_on: null, the last fields
     # the first AuditRecord: no chain, and its request and identity without token / workload_subjects
-    oldest = wire._versions("AuditRecord")[-1]
     old_header = b"\xc3\x01" + (0x7429417d465beffc).to_bytes(8, "little")
-    assert wire._fingerprint_bytes(fastavro.schema.to_parsing_canonical_form(fastavro.parse_schema(oldest))) \
-        == old_header[2:]
+    (oldest,) = [v for v in wire._versions("AuditRecord") if wire._fingerprint_bytes(
+        fastavro.schema.to_parsing_canonical_form(fastavro.parse_schema(v))) == old_header[2:]]
     body = io.BytesIO()
     fastavro.schemaless_writer(body, fastavro.parse_schema(oldest), record)
     old = old_header + body.getvalue()
-    assert wire.decode_as("AuditRecord", old) == {**wire.decode_as("AuditRecord", current), "chain": None}
+    before = wire.decode_as("AuditRecord", current)
+    assert wire.decode_as("AuditRecord", old) == {**before, "chain": None, "relied_on": None}

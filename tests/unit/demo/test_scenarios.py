@@ -66,7 +66,7 @@ def test_expectations_are_what_the_engine_decides(now: datetime) -> None:
     failures = []
     for sc in [*demo.cases, *demo.then]:
         rc = build_request_case(sc.case, _fixtures(now, sc.suspend), now, sc.name)
-        d = evaluate(bundle, rc.request, rc.identity, approvals, now, rc.token)
+        d = evaluate(bundle, rc.request, rc.identity, approvals, now, rc.token, rc.principals)
         if d.decision != sc.expected or not set(sc.expected_reasons) <= set(d.reason_codes):
             failures.append((sc.name, sc.expected, sc.expected_reasons, d.decision, d.reason_codes))
     assert failures == []

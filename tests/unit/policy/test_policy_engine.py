@@ -317,19 +317,21 @@ def test_generated_fast_path_agrees_with_closure_tree_on_random_requests():
                 sensitivity=rng.choice([None, "public", "confidential", "restricted"]),
                 repository=rng.choice([None, "r1", "r3"]))
         now = NOW + timedelta(hours=rng.randint(0, 24 * 7))
+        chain = [ident(id=pid, kind="human", scopes=rng.sample(["config:admin"], rng.randint(0, 1)))
+                 for pid in r.on_behalf_of]
         for compiled in b.rules:
-            env = new_env(r, identity, [], now)
+            env = new_env(r, identity, [], now, None, chain)
             assert bool(compiled.match(env)) == bool(compiled.slow_match(env)), compiled.id
         # and the per-candidate-set generated decider agrees with the closure trees + combining rules
         cands = b.candidates(r.action, r.resource.type)
-        env = new_env(r, identity, [], now)
+        env = new_env(r, identity, [], now, None, chain)
         expected_decision, expected_rules = "deny", []
         for effect, tier in (("deny", cands.deny), ("step_up", cands.step), ("allow", cands.allow)):
             hits = [rule.id for _f, rule in tier if rule.slow_match(env)]
             if hits:
                 expected_decision, expected_rules = effect, hits
                 break
-        d = evaluate(b, r, identity, [], now)
+        d = evaluate(b, r, identity, [], now, None, chain)
         assert (d.decision, d.matched_rules) == (expected_decision, expected_rules)
         assert [m.rule for m in d.monitor] == [rule.id for _f, rule in cands.monitor if rule.slow_match(env)]
 

@@ -172,3 +172,45 @@ def test_the_canonical_json_is_the_stdlib_sorted_compact_utf8_form() -> None:
     text = json.dumps({**obj, "t": "2026-06-03T10:00:00.123000+00:00", "u": "2026-06-03T00:00:00+00:00"},
                       sort_keys=True, separators=(",", ":"), ensure_ascii=False)  # fmt: skip
     assert audit_chain.canonical_json(obj) == text.encode()
+
+
+async def test_the_audit_record_carries_the_approval_and_principals_the_decision_relied_on(
+    loaded_state: WorkerState,
+) -> None:
+    """What a replay needs is in the record, spliced byte-identical to an ordinary encoding, and hashed."""
+    from streams.model import Approval
+    from tests.unit.worker.conftest import apply_approval, apply_identity, identity_message
+
+    now = datetime.now(UTC)
+    start = now.replace(microsecond=0)
+    approval = Approval("apr-9", "agent-config-bot", "config:write", "rate-limits", "carol",
+                        start - timedelta(minutes=1), start + timedelta(hours=1))
+    apply_approval(loaded_state, b"agent-config-bot/apr-9", wire.encode("Approval", approval.to_dict()))
+    write = Resource(id="rate-limits", type="config", environment="production", sensitivity="internal")
+    producer = FakeProducer()
+    loop = make_loop(loaded_state, producer, AuditChains("w-test", KEY))
+    await loop.process([Incoming(config.TOPIC_REQUESTS, 1, 1, b"k", request("w-1", action="config:write",
+                                                                           resource=write))])
+    alice = loaded_state.identities["alice"]
+    alice_suspended = alice.to_dict() | {"status": "suspended", "updated_at": now}
+    apply_identity(loaded_state, b"alice", identity_message(type(alice).from_dict(alice_suspended)))
+    await loop.process([Incoming(config.TOPIC_REQUESTS, 1, 2, b"k", request("w-2", action="config:write",
+                                                                           resource=write))])
+    (first, second) = producer.on(config.TOPIC_AUDIT)
+    rec = wire.decode_as("AuditRecord", first.value)
+    assert rec["decision"]["decision"] == "allow"
+    assert rec["relied_on"]["approvals"] == [{"approval_id": "apr-9", "approved_by": "carol",
+                                              "granted_at": approval.granted_at, "expires_at": approval.expires_at}]
+    assert [p["id"] for p in rec["relied_on"]["principals"]] == ["alice"]
+    assert wire.encode("AuditRecord", rec) == first.value  # the spliced bytes are the ordinary encoding
+    assert (rec["chain"]["request_digest"], rec["chain"]["body_digest"]) == audit_chain.record_digests(rec)
+    row = stored(rec)
+    assert row.error == "" and row.body_digest == rec["chain"]["body_digest"].hex()
+    later = wire.decode_as("AuditRecord", second.value)
+    assert later["decision"]["reasons"][0]["code"] == "delegator_suspended"
+    assert later["relied_on"]["principals"][0]["status"] == "suspended"
+    assert later["relied_on"]["approvals"] == []
+    # a changed approver no longer matches the hashed content
+    tampered = stored({**rec, "relied_on": {**rec["relied_on"], "approvals": [
+        {**rec["relied_on"]["approvals"][0], "approved_by": "mallory"}]}})
+    assert tampered.body_digest != rec["chain"]["body_digest"].hex()

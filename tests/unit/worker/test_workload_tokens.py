@@ -240,7 +240,7 @@ def test_claims_become_token_attributes() -> None:
     from streams.model import Identity
 
     ident = Identity(id="svc-billing", kind="service_account", workload_subjects=[SUBJECT])
-    req = request(identity="svc-billing", action="api:call", resource=INVOICES)
+    req = request(identity="svc-billing", action="api:call", resource=INVOICES, on_behalf_of=[])
     assert evaluate(bundle, req, ident, [], now, verified).decision == "allow"
     assert evaluate(bundle, req, ident, [], now, None).decision == "deny"  # token.verified false
     other = Identity(id="svc-billing", kind="service_account")
