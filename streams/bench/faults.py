@@ -41,6 +41,13 @@ Scenarios (``--only NAME``, repeatable, runs a subset; by default all, in this o
 ``clickhouse_outage``
     3 s of load, stop ClickHouse, ``--outage-s`` seconds (default 60) under load without it, start it again (same
     ports, same data), 10 s more load.
+``broker_leader_kill`` (only with ``--brokers 3``: a 3-node cluster, see ``pdx dev up --brokers 3``)
+    3 s of load, SIGKILL the broker that leads most ``pdx.requests`` partitions (partition 0's leader among equals,
+    :func:`leader_victim`; no controlled shutdown), 10 s more load with two brokers (topics replicated 3 times,
+    min.insync.replicas 2, so acks=all writes go on), then start the broker again. ``recovery_s`` is measured from
+    the kill; also ``victim_broker``, ``victim_partitions``, ``leaders_before`` / ``leaders_after`` (partition:
+    broker), ``broker_back_s`` (the restart), ``requests`` (valid requests attempted) and ``failed_closed`` (of
+    them, ``pdp_timeouts``).
 ``malformed``
     ``--malformed`` (default 20,000) malformed requests at 1,000/s interleaved with valid ones at ``--rate`` for as
     long. Categories (:func:`malformed_category`, :data:`EXPECTED`; the expectation is what docs/contracts.md
@@ -125,7 +132,10 @@ from streams.console import say
 from streams.contracts import wire
 from streams.errors import PdxError, UserError
 
-SCENARIOS = ("worker_kill", "sink_kill", "broker_restart", "clickhouse_outage", "malformed")
+SCENARIOS = ("worker_kill", "sink_kill", "broker_restart", "clickhouse_outage", "broker_leader_kill", "malformed")
+#: Scenarios that need a replicated cluster (``--brokers 3``); run by default only then.
+CLUSTER_SCENARIOS = ("broker_leader_kill",)
+CLUSTER_BROKERS = 3
 
 #: Workers in the consumer group during every scenario.
 WORKERS = 2
@@ -175,6 +185,16 @@ EXPECTED: dict[str, Expected] = {
 
 
 # ---- pure logic (tests/unit/bench/test_faults_logic.py) ------------------------------------------------------
+
+
+def leader_victim(leaders: Mapping[int, int]) -> int:
+    """The broker to kill, from ``{partition: leader broker}``: the one leading most partitions, partition 0's
+    leader when it is among them, else the lowest broker id among them."""
+    counts = Counter(leaders.values())
+    most = max(counts.values())
+    if counts.get(leaders.get(0, -1), 0) == most:
+        return leaders[0]
+    return min(b for b, n in counts.items() if n == most)
 
 
 def malformed_category(i: int) -> str:
@@ -500,6 +520,8 @@ class Options:
     outage_s: float = 60.0
     timeout_s: float = 5.0
     malformed: int = 20_000
+    #: Kafka nodes of the dev stack: 3 runs broker_leader_kill too (a 3-node cluster, started if none runs)
+    brokers: int = 1
 
 
 @dataclass
@@ -662,7 +684,7 @@ class Harness:
 
         notes: list[str] = []
         for service in ("kafka", "clickhouse"):
-            if self.stack.running_pid(service) is None:
+            if self.service_down(service):
                 notes.append(f"{service} was not running: started it")
                 await asyncio.to_thread(self.stack.start_service, service)
         if procs.read_pid(self.sink_pid_file()) is None:
@@ -817,8 +839,11 @@ class Harness:
             "sent": sum(1 for s in sends if s.acked),
             "send_failed": sum(1 for s in sends if not s.acked),
             "valid_sent": sum(1 for s in valid if s.acked),
+            "requests": len(valid),
             "malformed_sent": sum(1 for s in sends if s.acked and not s.valid),
-            **timeliness(((s.t, first[s.rid].t if s.rid in first else None) for s in valid), self.opts.timeout_s),
+            **(times := timeliness(((s.t, first[s.rid].t if s.rid in first else None) for s in valid),
+                                   self.opts.timeout_s)),
+            "failed_closed": times["pdp_timeouts"],
             "caller_outage_s": caller_outage(
                 (s.partition, s.t, s.rid in first and first[s.rid].t - s.t <= self.opts.timeout_s) for s in valid),
             "conflicting": outcome.conflicting,
@@ -936,6 +961,55 @@ class Harness:
     async def broker_restart(self, prefix: str) -> Window:
         return await self._under_load(prefix, lambda: self._outage("kafka", 0.0))
 
+    def service_down(self, service: str) -> bool:
+        """Whether a service (for Kafka: any node of the cluster) is not running."""
+        if service == "kafka":
+            return any(pid is None for pid in self.stack.kafka_pids().values())
+        return self.stack.running_pid(service) is None
+
+    async def request_partitions(self) -> list[dict[str, Any]]:
+        """The partitions of pdx.requests (leader, replicas, isr) from a fresh metadata request."""
+        from streams.kafka import clients
+
+        admin = clients.admin(self.cfg)
+        await admin.start()
+        try:
+            [topic] = await admin.describe_topics([config.TOPIC_REQUESTS])
+            return list(topic["partitions"])
+        finally:
+            await admin.close()
+
+    async def request_leaders(self) -> dict[int, int]:
+        """{pdx.requests partition: its leader broker}."""
+        return {int(p["partition"]): int(p["leader"]) for p in await self.request_partitions()}
+
+    async def broker_leader_kill(self, prefix: str) -> Window:
+        replicas = min(len(p["replicas"]) for p in await self.request_partitions())
+        if replicas < 2:
+            raise UserError(f"{config.TOPIC_REQUESTS} has {replicas} replica(s): killing its leader would only show "
+                            "an outage. Run on a replicated cluster (`pdx dev down`, `pdx dev up --brokers 3`, "
+                            "`pdx topics create`)")
+        leaders = await self.request_leaders()
+        victim = leader_victim(leaders)
+
+        async def fault() -> dict[str, Any]:
+            await asyncio.to_thread(self.stack.kill_broker, victim)
+            say(f"bench faults: SIGKILL broker {victim} (leader of {config.TOPIC_REQUESTS} partitions "
+                f"{sorted(p for p, b in leaders.items() if b == victim)})")
+            return {}
+
+        window = await self._under_load(prefix, fault)
+        after = await self.request_leaders()
+        t = time.monotonic()
+        await asyncio.to_thread(self.stack.start_service, "kafka")
+        say(f"bench faults: broker {victim} started again")
+        parts = sorted(p for p, b in leaders.items() if b == victim)
+        window.extra.update(victim_broker=victim, victim_partitions=parts,
+                            leaders_before={str(p): b for p, b in sorted(leaders.items())},
+                            leaders_after={str(p): b for p, b in sorted(after.items())},
+                            replication=replicas, broker_back_s=round(time.monotonic() - t, 1))
+        return window
+
     async def clickhouse_outage(self, prefix: str) -> Window:
         return await self._under_load(prefix, lambda: self._outage("clickhouse", self.opts.outage_s))
 
@@ -965,13 +1039,22 @@ class Harness:
         self.workers.clear()
 
 
-def _prepare() -> None:
+def _prepare(brokers: int = 1) -> None:
     """The stack as the other stream benchmarks prepare it, without their worker: no worker but ours may be in
-    the group (it would own partitions), and the one audit sink running."""
+    the group (it would own partitions), and the one audit sink running. ``brokers`` > 1: Kafka must be (or is
+    started as) a cluster of that many nodes, and every process this benchmark starts bootstraps from all of
+    them (a worker started while node 1 is dead still finds the cluster)."""
+    import os
+
     from streams.demo.runner import AUDIT_SINK, prepare_stack
     from streams.devservices import procs
+    from streams.devservices.services import DevStack, Ports
     from streams.devservices.workers import spawn_sink
 
+    if brokers > 1:
+        s = config.load()
+        ports = DevStack(s.state_dir).up(("kafka",), Ports.from_settings(s), brokers=brokers)
+        os.environ.update({config.ENV_KAFKA_BOOTSTRAP: ports.bootstrap})  # for config.load() and our children
     prepare_stack(start_worker=False)
     state_dir = config.load().state_dir
     stopped = stop_workers(state_dir)
@@ -981,12 +1064,18 @@ def _prepare() -> None:
         spawn_sink(state_dir, AUDIT_SINK)
 
 
-def scenario_names(only: Sequence[str] | None) -> list[str]:
-    """The scenarios to run, in :data:`SCENARIOS` order; UserError for an unknown name."""
-    wanted = set(only or SCENARIOS)
+def scenario_names(only: Sequence[str] | None, brokers: int = 1) -> list[str]:
+    """The scenarios to run, in :data:`SCENARIOS` order (by default all, :data:`CLUSTER_SCENARIOS` only with
+    ``brokers`` >= 3); UserError for an unknown name or a cluster scenario without a cluster."""
+    cluster = brokers >= CLUSTER_BROKERS
+    wanted = set(only or (s for s in SCENARIOS if cluster or s not in CLUSTER_SCENARIOS))
     unknown = wanted - set(SCENARIOS)
     if unknown:
         raise UserError(f"unknown fault scenario {', '.join(sorted(unknown))}: choose from {', '.join(SCENARIOS)}")
+    needs_cluster = sorted(wanted & set(CLUSTER_SCENARIOS))
+    if needs_cluster and not cluster:
+        raise UserError(f"{', '.join(needs_cluster)} needs a {CLUSTER_BROKERS}-broker cluster: run with "
+                        f"--brokers {CLUSTER_BROKERS}")
     return [s for s in SCENARIOS if s in wanted]
 
 
@@ -1002,8 +1091,8 @@ async def _run(names: Sequence[str], opts: Options) -> dict[str, Any]:
     finally:
         await harness.stop_our_workers()
         await harness.stop()
-        for service in ("kafka", "clickhouse"):  # never leave a service down (an interrupted outage)
-            if harness.stack.running_pid(service) is None:
+        for service in ("kafka", "clickhouse"):  # never leave a service down (an interrupted outage or kill)
+            if harness.service_down(service):
                 with contextlib.suppress(PdxError):
                     await asyncio.to_thread(harness.stack.start_service, service)
     kill = next((r for r in results if r["name"] == "worker_kill" and "takeover_s" in r), None)
@@ -1015,7 +1104,7 @@ async def _run(names: Sequence[str], opts: Options) -> dict[str, Any]:
         "run_id": run_id,
         "settings": {"rate_rps": opts.rate, "kills": opts.kills, "outage_s": opts.outage_s,
                      "timeout_s": opts.timeout_s, "malformed": opts.malformed, "malformed_rps": MALFORMED_RATE,
-                     "workers": WORKERS, "request_partitions": harness.n_parts,
+                     "workers": WORKERS, "brokers": opts.brokers, "request_partitions": harness.n_parts,
                      "reply": f"{config.TOPIC_DECISIONS}[{REPLY_PARTITION}]", "baseline_s": BASELINE_S,
                      "after_s": AFTER_S, "settle_bound_s": SETTLE_BOUND_S, "takeover_bound_s": TAKEOVER_BOUND_S},
         "seconds": round(time.monotonic() - started, 1),
@@ -1025,9 +1114,9 @@ async def _run(names: Sequence[str], opts: Options) -> dict[str, Any]:
 
 def run_faults(only: Sequence[str] | None = None, opts: Options | None = None) -> dict[str, Any]:
     """Prepare the local stack and run the chosen fault scenarios (all by default); see the module docstring."""
-    names = scenario_names(only)
     opts = opts or Options()
+    names = scenario_names(only, opts.brokers)
     if opts.rate <= 0 or opts.kills < 1 or opts.outage_s < 0 or opts.timeout_s <= 0 or opts.malformed < 1:
         raise UserError("--rate and --timeout must be positive, --kills and --malformed at least 1, --outage-s >= 0")
-    _prepare()
+    _prepare(opts.brokers)
     return asyncio.run(_run(names, opts))

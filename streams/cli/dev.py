@@ -16,6 +16,7 @@ from streams.contracts.signing import ensure_dev_keys
 from streams.devservices.issuer import ensure_dev_issuer
 from streams.devservices.secure import PRINCIPALS
 from streams.devservices.services import SERVICES, DevStack, Ports
+from streams.errors import UserError
 
 
 def _stack(args: argparse.Namespace) -> DevStack:
@@ -28,19 +29,29 @@ def _names(args: argparse.Namespace) -> tuple[str, ...]:
 
 def cmd_up(args: argparse.Namespace) -> int:
     stack = _stack(args)
+    if args.secure and args.brokers and args.brokers > 1:
+        raise UserError(
+            f"--secure runs one broker only: use `pdx dev up --secure` or `pdx dev up --brokers {args.brokers}`, "
+            "not both"
+        )
     requested = Ports.free() if args.free_ports else Ports.from_settings(config.load())
     for attr in ("kafka", "kafka_controller", "clickhouse_http", "clickhouse_tcp"):
         value = getattr(args, f"{attr}_port", None)
         if value:
             setattr(requested, attr, value)
-    ports = stack.up(_names(args), requested, secure_mode=args.secure)
+    if args.brokers and args.brokers > 1 and not args.free_ports:
+        # nodes 2..N next to node 1's ports: 9094/9095, 9096/9097 by default (PDX_KAFKA_PORT moves them all)
+        base = max(requested.kafka, requested.kafka_controller) + 1
+        requested.more_brokers = [(base + 2 * i, base + 2 * i + 1) for i in range(args.brokers - 1)]
+    ports = stack.up(_names(args), requested, secure_mode=args.secure, brokers=args.brokers)
     dev_cfg = config.load().replace(state_dir=stack.state_dir)
     ensure_dev_keys(dev_cfg)  # state is signed: dev keys, see `pdx keys`
     ensure_dev_issuer(dev_cfg)  # a dev workload-token issuer the workers trust (streams/devservices/issuer.py)
     if args.print_env:
         _print_env(stack.env(ports, args.principal))
     else:
-        kafka = f"Kafka at 127.0.0.1:{ports.kafka}" + (" (SASL_SSL)" if stack.secure_mode else "")
+        kafka = (f"Kafka at {ports.bootstrap}" + (f" ({ports.brokers} brokers)" if ports.brokers > 1 else "")
+                 + (" (SASL_SSL)" if stack.secure_mode else ""))
         say(
             f"pdx dev: {kafka}, ClickHouse at http://127.0.0.1:{ports.clickhouse_http} "
             f"(state in {stack.state_dir}); stop with `pdx dev down`"
@@ -77,6 +88,9 @@ def status_rows(stack: DevStack, names: tuple[str, ...]) -> list[dict[str, objec
     rows: list[dict[str, object]] = []
     for name in names:
         pid = stack.running_pid(name)
+        if name == "kafka" and ports.brokers > 1:
+            rows += _cluster_rows(stack, ports)
+            continue
         ok, detail = stack.health(name, ports) if pid else (False, "not running")
         port = ports.kafka if name == "kafka" else ports.clickhouse_http
         rows.append(
@@ -89,6 +103,27 @@ def status_rows(stack: DevStack, names: tuple[str, ...]) -> list[dict[str, objec
                 "log": str(stack.log_file(name)),
             }
         )
+    return rows
+
+
+def _cluster_rows(stack: DevStack, ports: Ports) -> list[dict[str, object]]:
+    """A multi-broker Kafka: the row ``kafka`` is the cluster (healthy when the metadata lists every broker, with
+    node 1's pid and port), then one row per node, ``kafka-node-N`` (healthy when its process runs and its port
+    accepts connections)."""
+    from streams.devservices import procs
+
+    pids = stack.kafka_pids(ports)
+    ok, detail = stack.health("kafka", ports) if any(pids.values()) else (False, "not running")
+    rows: list[dict[str, object]] = [
+        {"service": "kafka", "healthy": ok, "pid": pids[1], "port": ports.kafka,
+         "detail": f"{detail} ({ports.brokers}-node cluster, bootstrap {ports.bootstrap})",
+         "log": str(stack.node_log_file(1))}
+    ]
+    for node, port, _ in ports.kafka_nodes():
+        up = pids[node] is not None and procs.port_open(port)
+        rows.append({"service": f"kafka-node-{node}", "healthy": up, "pid": pids[node], "port": port,
+                     "detail": "listening" if up else ("not listening" if pids[node] else "not running"),
+                     "log": str(stack.node_log_file(node))})
     return rows
 
 
@@ -148,6 +183,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                 "--secure",
                 action="store_true",
                 help="Kafka with SASL_SSL (SCRAM-SHA-512), a dev CA and ACLs per pdx principal",
+            )
+            p.add_argument(
+                "--brokers",
+                type=int,
+                help="Kafka nodes (combined broker+controller, one KRaft quorum); 3 for a replicated cluster "
+                "(default: 1, or as many as already run)",
             )
             p.add_argument("--free-ports", action="store_true", help="pick free ports instead of the defaults")
             p.add_argument("--print-env", action="store_true", help="print `export PDX_...` lines for the chosen ports")

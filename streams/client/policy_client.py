@@ -92,7 +92,9 @@ class PolicyClient:
     async def start(self) -> None:
         from aiokafka.errors import KafkaConnectionError
 
-        self._producer = clients.producer(self.settings, linger_ms=0, acks=1, enable_idempotence=False)
+        # acks=all with idempotence like every pdx producer: with a replicated pdx.requests, a request the
+        # client was told is sent survives the loss of its partition leader (else it would time out as a deny)
+        self._producer = clients.producer(self.settings, linger_ms=0)
         self._consumer = clients.consumer(self.settings, fetch_max_wait_ms=20)
         try:
             await self._producer.start()

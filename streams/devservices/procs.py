@@ -134,6 +134,26 @@ def stop(pid_file: Path, timeout: float = 20.0) -> bool:
     return True
 
 
+def stop_all(pid_files: Sequence[Path], timeout: float = 20.0) -> list[bool]:
+    """Like :func:`stop` for several processes at once: SIGTERM to all, then wait for all (SIGKILL after the
+    timeout). Why together: the nodes of a Kafka cluster stopped one by one would leave the last ones waiting
+    for a quorum that is already gone. Per pid file, whether something was stopped."""
+    pids = [read_pid(f) for f in pid_files]
+    for pid in pids:
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(p is not None and pid_alive(p) for p in pids):
+        for pid in pids:
+            if pid is not None:
+                _reap(pid)
+        time.sleep(0.1)
+    for f in pid_files:
+        stop(f, timeout=0)  # SIGKILLs what is left, reaps, removes the pid file
+    return [pid is not None for pid in pids]
+
+
 def kill_now(pid_file: Path) -> int | None:
     """SIGKILL the process group in pid_file at once (a crash, for fault benchmarks: no cleanup, no LeaveGroup),
     wait until it is gone and remove the pid file. Returns the pid killed, None if nothing was running."""
