@@ -162,8 +162,19 @@ def migrate(
     *,
     ttl_days: int | None = None,
     sql_dir: Path = config.AUDIT_SQL_DIR,
+    cluster: Cluster | str | None = "settings",
 ) -> list[str]:
-    """Apply the pending migrations; return the versions applied by this call (``[]`` when up to date)."""
+    """Apply the pending migrations; return the versions applied by this call (``[]`` when up to date).
+
+    ``cluster``: by default PDX_CLICKHOUSE_CLUSTER's (ON CLUSTER, Replicated engines, see :func:`migrate_cluster`),
+    ``None`` for one node whatever the settings. Without a cluster the statements run exactly as in the files."""
+    if cluster == "settings":
+        name = config.load().clickhouse_cluster
+        cluster = Cluster(name) if name else None
+    if isinstance(cluster, str):
+        cluster = Cluster(cluster)
+    if cluster is not None:
+        return migrate_cluster(client, cluster, database, ttl_days=ttl_days, sql_dir=sql_dir)
     p = params(database, ttl_days)
     db = p["db"]
     client.command(f"CREATE DATABASE IF NOT EXISTS {db}")
@@ -247,3 +258,279 @@ def migrate_schema(url: str | None = None, *, ttl_days: int | None = None) -> li
         return []
     finally:
         client.close()
+
+
+# ---- cluster ---------------------------------------------------------------------------------------------------
+#
+# With a cluster (PDX_CLICKHOUSE_CLUSTER), the migration files stay the single-node SQL above and each statement is
+# transformed here, generically, so a new migration needs no cluster-specific text:
+#
+# * every table a migration creates (``CREATE TABLE $db.X``) lives on each node as ``$db.X_local``, with
+#   ``ENGINE = Replicated<Engine>('/clickhouse/tables/{uuid}/{shard}', '{replica}', <args>)`` for the MergeTree
+#   family (a Null table stays Null), and ``$db.X`` becomes a Distributed table over it. Queries, the sink and the
+#   INSERT ... SELECT of a migration keep using ``$db.X``, so they read and write the whole cluster;
+# * every DDL statement (CREATE, ALTER, DROP, EXCHANGE, RENAME, TRUNCATE) gets ``ON CLUSTER <name>`` and names the
+#   ``_local`` tables; a materialized view keeps its name and reads and writes the ``_local`` tables of its own
+#   shard, so the rows an insert into the Distributed ``audit_ingest`` sends to one shard fill that shard's audit
+#   table, chain links and rollups;
+# * after each DDL statement the Distributed tables over the tables it touched are brought in line: created when
+#   missing, created again when their columns differ from the local table's (after ALTER ... ADD COLUMN or an
+#   EXCHANGE), dropped with their local table. A Distributed table holds no data (the sink inserts in the
+#   foreground: distributed_foreground_insert), so re-creating it loses nothing; an insert in that instant fails
+#   and the sink retries it.
+#
+# Sharding: all versions of one request must be on one shard, or ReplacingMergeTree + FINAL (which collapses per
+# shard) would keep a redelivery next to the first decision. So the ingest table is sharded by
+# cityHash64(request.request_id), and so is the audit table's own Distributed table (the key its rows already have
+# on their shard); the chain links follow their record; checkpoints by chain; the rollups by identity (their
+# uniq states merge exactly across shards under GROUP BY).
+#
+# ON CLUSTER needs a Keeper (the distributed DDL queue) and so do Replicated engines. A sharded cluster without a
+# Keeper (one replica per shard, plain MergeTree) is also supported: ``Cluster(name, replicated=False)`` with
+# ``nodes`` given to :func:`migrate_cluster` runs each DDL statement, without ON CLUSTER, on every node.
+
+#: The Distributed tables' sharding keys, by table; a table not listed is sharded by the first of
+#: :data:`SHARD_BY_COLUMN` it has, else at random.
+SHARDING_KEYS: dict[str, str] = {
+    "audit_ingest": "cityHash64(tupleElement(request, 'request_id'))",
+    "audit_checkpoints": "cityHash64(chain_id)",
+}
+SHARD_BY_COLUMN: tuple[str, ...] = ("request_id", "chain_id", "identity_id")
+LOCAL_SUFFIX = "_local"
+#: Where Replicated tables keep their metadata in Keeper: {uuid} is the same on every node of an ON CLUSTER create,
+#: so a table dropped and created again (an EXCHANGE, 006-008's audit_ingest) never meets its old replica path.
+REPLICA_PATH = "/clickhouse/tables/{uuid}/{shard}"
+REPLICA_NAME = "{replica}"
+
+_DDL = re.compile(r"^\s*(CREATE|ALTER|DROP|EXCHANGE|RENAME|TRUNCATE)\b", re.I)
+_CREATE_TABLE = re.compile(r"^\s*CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)\.(\w+)", re.I)
+_CREATE_VIEW = re.compile(r"^\s*CREATE\s+MATERIALIZED\s+VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)\.(\w+)", re.I)
+_ENGINE = re.compile(r"\bENGINE\s*=\s*(\w*MergeTree)\b(\s*\(([^()]*)\))?", re.I)
+#: where ON CLUSTER goes: after the (last) object name of the statement's head
+_HEADS = [
+    re.compile(r"^(\s*CREATE\s+(?:MATERIALIZED\s+VIEW|TABLE)\s+(?:IF\s+NOT\s+EXISTS\s+)?[\w.]+)", re.I),
+    re.compile(r"^(\s*(?:ALTER|TRUNCATE)\s+TABLE\s+(?:IF\s+EXISTS\s+)?[\w.]+)", re.I),
+    re.compile(r"^(\s*DROP\s+(?:TABLE|VIEW|DICTIONARY)\s+(?:IF\s+EXISTS\s+)?[\w.]+)", re.I),
+    re.compile(r"^(\s*EXCHANGE\s+TABLES\s+[\w.]+\s+AND\s+[\w.]+)", re.I),
+    re.compile(r"^(\s*RENAME\s+TABLE\s+[\w.]+\s+TO\s+[\w.]+(?:\s*,\s*[\w.]+\s+TO\s+[\w.]+)*)", re.I),
+]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where and how to migrate a cluster: ``name`` as in the servers' ``remote_servers``; ``replicated``: use
+    Replicated* engines (needs a Keeper); ``on_cluster``: run DDL once with ON CLUSTER (needs a Keeper), else on
+    every node given to :func:`migrate_cluster`."""
+
+    name: str
+    replicated: bool = True
+    on_cluster: bool = True
+
+    def __post_init__(self) -> None:
+        check_identifier(self.name, "cluster name")
+
+    @property
+    def clause(self) -> str:
+        return f" ON CLUSTER {self.name}" if self.on_cluster else ""
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    """The tables and views of the migrations (from their CREATE statements), to tell data tables from views."""
+
+    db: str
+    tables: frozenset[str]
+    views: frozenset[str]
+
+    @classmethod
+    def of(cls, migrations: list[Migration], p: dict[str, str]) -> ClusterPlan:
+        tables, views = set(), set()
+        for mig in migrations:
+            for step in mig.steps(p):
+                if m := _CREATE_TABLE.match(step.sql):
+                    tables.add(m.group(2))
+                elif m := _CREATE_VIEW.match(step.sql):
+                    views.add(m.group(2))
+        tables |= {name for name in (p["audit_table"], *TTL_TABLES) if not name.startswith("$")}
+        return cls(p["db"], frozenset(tables), frozenset(views))
+
+    def local(self, table: str) -> str:
+        return table + LOCAL_SUFFIX if table in self.tables else table
+
+    def touched(self, sql: str) -> list[str]:
+        """The data tables a statement names (``$db.X``), in order of appearance."""
+        seen: list[str] = []
+        for name in re.findall(rf"\b{re.escape(self.db)}\.(\w+)\b", sql):
+            if name in self.tables and name not in seen:
+                seen.append(name)
+        return seen
+
+    def transform(self, sql: str, cluster: Cluster) -> str:
+        """One DDL statement for the cluster: ``_local`` names, ON CLUSTER, Replicated engine. Other statements
+        (INSERT ... SELECT, queries) are returned unchanged: they go through the Distributed tables."""
+        if not _DDL.match(sql):
+            return sql
+        out = re.sub(
+            rf"\b({re.escape(self.db)})\.(\w+)\b",
+            lambda m: f"{m.group(1)}.{self.local(m.group(2))}",
+            sql,
+        )
+        for head in _HEADS:
+            if head.match(out):
+                out = head.sub(lambda m: m.group(1) + cluster.clause, out, count=1)
+                break
+        else:
+            raise MigrationError(f"cannot run this statement on a cluster (unknown DDL form): {sql[:120]!r}")
+        if cluster.replicated and _CREATE_TABLE.match(out):
+            out = _ENGINE.sub(_replicated_engine, out, count=1)
+        return out
+
+    def distributed_ddl(self, table: str, cluster: Cluster, key: str) -> str:
+        return (
+            f"CREATE TABLE IF NOT EXISTS {self.db}.{table}{cluster.clause} AS {self.db}.{self.local(table)} "
+            f"ENGINE = Distributed({cluster.name}, {self.db}, {self.local(table)}, {key})"
+        )
+
+
+def _replicated_engine(m: re.Match[str]) -> str:
+    engine = m.group(1)
+    if engine.lower().startswith("replicated"):
+        return m.group(0)
+    args = [f"'{REPLICA_PATH}'", f"'{REPLICA_NAME}'"]
+    if m.group(3) and m.group(3).strip():
+        args.append(m.group(3).strip())
+    return f"ENGINE = Replicated{engine}({', '.join(args)})"
+
+
+def sharding_key(table: str, columns: list[str]) -> str:
+    if table in SHARDING_KEYS:
+        return SHARDING_KEYS[table]
+    for col in SHARD_BY_COLUMN:
+        if col in columns:
+            return f"cityHash64({col})"
+    return "rand()"
+
+
+class _ClusterRun:
+    """Runs the transformed statements: DDL once ON CLUSTER, or on every node; the rest on the first client."""
+
+    def __init__(self, client: Any, cluster: Cluster, nodes: list[Any], plan: ClusterPlan) -> None:
+        self.client, self.cluster, self.plan = client, cluster, plan
+        self.nodes = nodes if not cluster.on_cluster else [client]
+
+    def ddl(self, sql: str) -> None:
+        for node in self.nodes:
+            node.command(sql)
+
+    def step(self, sql: str) -> None:
+        if not _DDL.match(sql):
+            self.client.command(sql)
+            return
+        self.ddl(self.plan.transform(sql, self.cluster))
+        self.sync_distributed(self.plan.touched(sql))
+
+    def _columns(self, table: str) -> list[tuple[str, ...]]:
+        rows = self.client.query(
+            "SELECT name, type, default_kind, default_expression, compression_codec FROM system.columns"
+            " WHERE database = {db:String} AND table = {t:String} ORDER BY position",
+            parameters={"db": self.plan.db, "t": table},
+        ).result_rows
+        return [tuple(str(v) for v in r) for r in rows]
+
+    def _engine(self, table: str) -> str | None:
+        rows = self.client.query(
+            "SELECT engine FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+            parameters={"db": self.plan.db, "t": table},
+        ).result_rows
+        return str(rows[0][0]) if rows else None
+
+    def sync_distributed(self, tables: list[str]) -> None:
+        """Make ``$db.X`` a Distributed table with exactly the columns of ``$db.X_local`` (or absent with it)."""
+        db, clause = self.plan.db, self.cluster.clause
+        for table in tables:
+            local = self._columns(self.plan.local(table))
+            engine = self._engine(table)
+            if engine is not None and engine != "Distributed":
+                raise MigrationError(
+                    f"{db}.{table} is a {engine} table, not the Distributed table the cluster layout needs: "
+                    "migrate a new database, or move the data to the cluster tables first"
+                )
+            if engine is not None and (not local or self._columns(table) != local):
+                self.ddl(f"DROP TABLE IF EXISTS {db}.{table}{clause} SYNC")
+                engine = None
+            if local and engine is None:
+                self.ddl(self.plan.distributed_ddl(table, self.cluster, sharding_key(table, [c[0] for c in local])))
+
+
+def migrate_cluster(
+    client: Any,
+    cluster: Cluster,
+    database: str = config.CLICKHOUSE_DATABASE,
+    *,
+    nodes: list[Any] | None = None,
+    ttl_days: int | None = None,
+    sql_dir: Path = config.AUDIT_SQL_DIR,
+) -> list[str]:
+    """Apply the pending migrations to a cluster (see the comment above :data:`SHARDING_KEYS`); ``client`` is the
+    node that runs ON CLUSTER DDL, checks conditions and records the versions; ``nodes`` (every node, ``client``
+    included) only when ``cluster.on_cluster`` is false. Returns the versions applied."""
+    if not cluster.on_cluster and not nodes:
+        raise UserError(f"migrating cluster {cluster.name} without ON CLUSTER needs the list of its nodes")
+    p = params(database, ttl_days)
+    db = p["db"]
+    migrations = discover(sql_dir)
+    plan = ClusterPlan.of(migrations, p)
+    run = _ClusterRun(client, cluster, list(nodes or []), plan)
+    engine = run._engine(p["audit_table"])
+    if engine is not None and engine != "Distributed":
+        raise MigrationError(
+            f"{db}.{p['audit_table']} is a single-node {engine} table: cluster {cluster.name} needs its own database "
+            "(migrate a new one, then copy the rows in with INSERT ... SELECT), "
+            f"or unset {config.ENV_CLICKHOUSE_CLUSTER}"
+        )
+    run.ddl(f"CREATE DATABASE IF NOT EXISTS {db}{cluster.clause}")
+    # the bookkeeping: one table every node shares when replicated, else on the node that migrates
+    if cluster.replicated:
+        engine = f"ReplicatedReplacingMergeTree('/clickhouse/tables/{{uuid}}/all', '{REPLICA_NAME}', applied_at)"
+        client.command(
+            f"""CREATE TABLE IF NOT EXISTS {db}.schema_migrations{cluster.clause} (
+                version String, name String, checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
+            ) ENGINE = {engine} ORDER BY version"""
+        )
+    else:
+        client.command(
+            f"""CREATE TABLE IF NOT EXISTS {db}.schema_migrations (
+                version String, name String, checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
+            ) ENGINE = ReplacingMergeTree(applied_at) ORDER BY version"""
+        )
+    done = applied_versions(client, db)
+    applied: list[str] = []
+    for mig in migrations:
+        if mig.version in done:
+            if done[mig.version] != mig.checksum:
+                raise MigrationError(
+                    f"migration {mig.path.name} changed after it was applied to {db}; add a new migration file instead"
+                )
+            continue
+        for step in mig.steps(p):
+            try:
+                if step.due(client):
+                    run.step(step.sql)
+            except MigrationError:
+                raise
+            except Exception as exc:
+                raise MigrationError(f"migration {mig.path.name} failed on cluster {cluster.name}: {exc}") from exc
+        client.insert(
+            "schema_migrations",
+            [[mig.version, mig.name, mig.checksum]],
+            column_names=["version", "name", "checksum"],
+            database=db,
+        )
+        applied.append(mig.version)
+    days = int(p["ttl_days"])
+    for name, expr in TTL_TABLES.items():
+        table = p["audit_table"] if name == "$audit_table" else name
+        current = current_ttl_days(client, db, plan.local(table))
+        if current is not None and current != days:
+            run.step(f"ALTER TABLE {db}.{table} MODIFY TTL {expr} + INTERVAL {days} DAY")
+    return applied

@@ -117,8 +117,9 @@ def insert_rows(db: AuditDB, records: Sequence[Mapping[str, Any]]) -> None:
     db.client.insert(TABLE, rows, column_names=list(COLUMNS), database=db.database, settings={"async_insert": 0})
 
 
-#: The audit table's columns as of 005 (006 appends record_hash, the hash-chain hash).
-COLUMNS = tuple(c for c in ALL_COLUMNS if c != "record_hash")
+#: The audit table's columns as of 005 (006 appends record_hash, the hash-chain hash; 008 approvals and
+#: principals_json, what a decision relied on).
+COLUMNS = tuple(c for c in ALL_COLUMNS if c not in ("record_hash", "approvals", "principals_json"))
 assert ALL_COLUMNS[: len(COLUMNS)] == COLUMNS
 
 
@@ -334,11 +335,12 @@ def test_migrating_a_table_with_duplicates_collapses_them_and_keeps_every_reques
         before, months = snapshot(db, final=False), partitions(db)
         assert len(months) == 2  # the records span a month boundary
 
-        assert migrate(db.client, db.database) == ["005", "006", "007"]
+        assert migrate(db.client, db.database) == ["005", "006", "007", "008"]
 
         assert sorting_key(db) == NEW_KEY
         assert partitions(db) == months  # the same partition ids (YYYYMM) as before
-        assert sorted(applied_versions(db.client, db.database)) == ["001", "002", "003", "004", "005", "006", "007"]
+        assert sorted(applied_versions(db.client, db.database)) == [
+            "001", "002", "003", "004", "005", "006", "007", "008"]
         assert f"{TABLE}_005" not in tables(db)
         assert db.count(final=True) == distinct
         assert snapshot(db, final=True) == first_decisions(before)  # every column, inserted_at included
@@ -352,7 +354,7 @@ def test_migrating_a_table_with_duplicates_collapses_them_and_keeps_every_reques
 
 def test_a_fresh_database_gets_the_new_table_with_working_views(db: AuditDB) -> None:
     assert sorting_key(db) == NEW_KEY
-    assert sorted(applied_versions(db.client, db.database)) == ["001", "002", "003", "004", "005", "006", "007"]
+    assert sorted(applied_versions(db.client, db.database)) == ["001", "002", "003", "004", "005", "006", "007", "008"]
     assert f"{TABLE}_005" not in tables(db)
     engine = db.client.query(
         "SELECT engine_full FROM system.tables WHERE database = {d:String} AND name = {t:String}",
@@ -388,7 +390,7 @@ def test_a_migration_interrupted_after_any_statement_can_be_repeated(ch_url: str
                 db.client.command(step.sql)
         assert "005" not in applied_versions(db.client, db.database)
 
-        assert migrate(db.client, db.database) == ["005", "006", "007"]
+        assert migrate(db.client, db.database) == ["005", "006", "007", "008"]
 
         assert sorting_key(db) == NEW_KEY and f"{TABLE}_005" not in tables(db)
         assert db.count(final=True) == distinct

@@ -46,7 +46,7 @@ def test_migrate_creates_versioned_schema_and_is_idempotent(db: AuditDB) -> None
     assert tables["audit_rule_daily"] == "AggregatingMergeTree"
     assert tables["audit_identity_hourly_mv"] == "MaterializedView"
     assert tables["audit_rule_daily_mv"] == "MaterializedView"
-    assert sorted(applied_versions(db.client, db.database)) == ["001", "002", "003", "004", "005", "006", "007"]
+    assert sorted(applied_versions(db.client, db.database)) == ["001", "002", "003", "004", "005", "006", "007", "008"]
     assert migrate(db.client, db.database) == []  # second run applies nothing
     assert migrate(db.client, db.database) == []
     ddl = db.client.query(
