@@ -217,3 +217,135 @@ def synthetic_identity(ident: str, status: str = "active") -> dict[str, Any]:
     return {"id": ident, "kind": "agent", "owner": "bench", "status": status, "environments": [],
             "scopes": [], "tags": [], "approved_repositories": [], "risk_tier": "low", "credentials": [],
             "attributes": {}, "updated_at": datetime.now(UTC)}
+
+
+def clone_id(ident: str, k: int) -> str:
+    """The k-th benchmark copy of inventory identity ``ident`` (same record, another id)."""
+    return f"{ident}.bench-{k}"
+
+
+def spread_identities(n_partitions: int) -> dict[str, list[str]]:
+    """For every identity of :data:`MIX`, one copy per request partition: ``{identity: [id on partition 0, id on
+    partition 1, …]}``.
+
+    Why copies: requests are keyed (so partitioned) by identity id, and the mix has only four identities, which
+    cannot cover more than four partitions and in fact hash onto fewer; a worker whose partitions get no
+    requests would sit idle and the N-worker figure would measure fewer workers. The copies are the demo
+    inventory's records under other ids (:func:`clone_identities`), so each decides exactly like its original.
+    """
+    from streams.kafka.state import partition_for
+
+    out: dict[str, list[str]] = {}
+    for ident in dict.fromkeys(m[0] for m in MIX):
+        found: dict[int, str] = {}
+        k = 0
+        while len(found) < n_partitions:
+            found.setdefault(partition_for(clone_id(ident, k), n_partitions), clone_id(ident, k))
+            k += 1
+        out[ident] = [found[p] for p in range(n_partitions)]
+    return out
+
+
+#: One request of a spread mix: (identity id, action, resource, context, request partition).
+SpreadRequest = tuple[str, str, dict[str, Any], dict[str, Any], int]
+
+
+def spread_mix(n_partitions: int) -> list[SpreadRequest]:
+    """The request mix over ``n_partitions`` partitions: entry j is the shape ``MIX[j % len(MIX)]`` sent by its
+    identity's copy on partition ``j // len(MIX)``. Cycling through it, every partition gets the same share of
+    every shape."""
+    copies = spread_identities(n_partitions)
+    return [(copies[ident][p], action, resource, context, p)
+            for p in range(n_partitions) for ident, action, resource, context in MIX]
+
+
+def check_covers(mix: Iterable[SpreadRequest], n_partitions: int) -> None:
+    """Raise a UserError unless the mix's identities hash onto every one of ``n_partitions`` partitions (the
+    partition each entry names must be the one its identity is keyed to)."""
+    from streams.errors import UserError
+    from streams.kafka.state import partition_for
+
+    hit: set[int] = set()
+    for ident, _action, _resource, _context, partition in mix:
+        if partition_for(ident, n_partitions) != partition:
+            raise UserError(f"bench mix: {ident} is keyed to partition {partition_for(ident, n_partitions)}, "
+                            f"not {partition}")
+        hit.add(partition)
+    missing = sorted(set(range(n_partitions)) - hit)
+    if missing:
+        raise UserError(f"bench mix: no identity of the mix is keyed to partition(s) {missing} of "
+                        f"{n_partitions}: the workers owning them would idle")
+
+
+def clone_identities(copies: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """The demo inventory's record of each identity, once per copy id in ``copies`` (the dicts
+    ``put_identities`` takes)."""
+    from streams.errors import UserError
+    from streams.model.inventory_file import read_inventory
+
+    originals = {i.id: i for i in read_inventory(config.require_demo_inventory("pdx bench"))}
+    out: list[dict[str, Any]] = []
+    for ident, ids in copies.items():
+        if ident not in originals:
+            raise UserError(f"bench mix: identity {ident} is not in the demo inventory")
+        record = originals[ident].to_dict()
+        out.extend({**record, "id": copy} for copy in ids)
+    return out
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a live process has used (``/proc/<pid>/stat``); None when unreadable."""
+    import os
+
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": field 3 (state) is fields[0]
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all cores of this machine have spent not idle since boot (``/proc/stat``)."""
+    import os
+
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    ticks = [int(x) for x in first[1:9]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Cores used by named processes (and by the whole machine) between :meth:`start` and :meth:`stop`.
+
+    On a shared 2-core machine the load generator, the broker, ClickHouse, the sink and the workers compete for
+    the same cores, so a throughput figure means little without where the CPU went: ``other`` is what the
+    machine spent outside the processes named (other users, the kernel's own work)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._t0 = 0.0
+        self._before: dict[str, float | None] = {}
+        self._machine: float | None = None
+
+    def start(self) -> None:
+        self._before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._machine = machine_busy_seconds()
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> dict[str, float | None]:
+        """``{name: cores}`` (CPU seconds per wall second, 1.0 = one core busy), ``machine`` and ``other``."""
+        wall = time.perf_counter() - self._t0
+        machine = machine_busy_seconds()
+        out: dict[str, float | None] = {}
+        for name, pid in self.pids.items():
+            before, after = self._before.get(name), cpu_seconds(pid)
+            out[name] = round((after - before) / wall, 2) if before is not None and after is not None else None
+        if machine is not None and self._machine is not None and wall > 0:
+            busy = (machine - self._machine) / wall
+            named = sum(v for v in out.values() if v is not None)
+            out["machine"] = round(busy, 2)
+            out["other"] = round(busy - named, 2)
+        return out

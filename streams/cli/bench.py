@@ -35,12 +35,14 @@ def cmd_engine(args: argparse.Namespace) -> int:
 
 
 def cmd_e2e(args: argparse.Namespace) -> int:
-    from streams.bench.e2e import run_e2e, run_find_max
+    from streams.bench.e2e import parse_workers, run_e2e, run_find_max
 
+    workers = parse_workers(args.workers)
     if args.find_max:
-        result = run_find_max(args.start, args.step, args.max_rate, args.step_duration)
+        result = run_find_max(args.start, args.step, args.max_rate, args.step_duration, workers,
+                              floor_requests=args.floor_requests)
         return _print_json(result, args.json)
-    return _print_json(run_e2e(args.rate, args.duration), args.json)
+    return _print_json(run_e2e(args.rate, args.duration, workers, floor_requests=args.floor_requests), args.json)
 
 
 def _positive(value: str) -> int:
@@ -102,6 +104,12 @@ def _add_stream(bench: Any) -> None:
     p.add_argument("--rate", type=float, default=1000.0, help="offered requests per second (open loop)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of load")
     p.add_argument("--json", action="store_true", help="one line of JSON on stdout")
+    p.add_argument("--workers", default="1", metavar="N[,N...]",
+                   help="workers in one consumer group (default: 1); a list like 1,2,4 measures each in turn and "
+                   "prints one object keyed by N with the floors; the request topic needs max(N) partitions")
+    p.add_argument("--floor-requests", type=int, default=20_000, metavar="N",
+                   help="with several --workers: requests of the pass-through floor (0: skip it; default: "
+                   "%(default)s)")
     find = p.add_argument_group("--find-max", "raise the offered rate step by step until a step is not sustained "
                                 "(achieved >= 99% of offered, p99 < 100 ms, replies = audit rows = requests)")
     find.add_argument("--find-max", action="store_true", help="report the highest sustained rate (and every step)")
@@ -136,7 +144,7 @@ def cmd_faults(args: argparse.Namespace) -> int:
     from streams.bench.faults import Options, run_faults
 
     opts = Options(rate=args.rate, kills=args.kills, outage_s=args.outage_s, timeout_s=args.timeout,
-                   malformed=args.malformed)
+                   malformed=args.malformed, brokers=args.brokers)
     return _print_json(run_faults(args.only, opts), args.json)
 
 
@@ -161,7 +169,10 @@ def _add_faults(bench: Any) -> None:
                          "malformed requests; takeover time, timeouts, conflicts, duplicates, lost audit rows")
     p.add_argument("--only", action="append", metavar="NAME",  # checked by run_faults (keeps --help fast)
                    help="run only this scenario (repeatable): worker_kill, sink_kill, broker_restart, "
-                   "clickhouse_outage, malformed")
+                   "clickhouse_outage, broker_leader_kill (needs --brokers 3), malformed")
+    p.add_argument("--brokers", type=_positive, default=1,
+                   help="Kafka nodes of the dev stack; 3 (a replicated cluster, started if Kafka is not running) "
+                   "adds broker_leader_kill (default: %(default)s)")
     p.add_argument("--rate", type=float, default=300.0, help="offered requests per second (default: %(default)s)")
     p.add_argument("--kills", type=_positive, default=5, help="worker_kill: workers killed (default: %(default)s)")
     p.add_argument("--outage-s", type=float, default=60.0,

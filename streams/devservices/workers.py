@@ -55,3 +55,25 @@ def wait_until_ready(log: Path, timeout_s: float = 180.0) -> None:
             raise UserError(f"the pdx worker exited during start. Last lines of {log}:\n{procs.tail(log)}")
         time.sleep(0.1)
     raise UserError(f"the pdx worker was not ready within {timeout_s:.0f}s. Last lines of {log}:\n{procs.tail(log)}")
+
+
+def worker_pid(state_dir: Path, worker_id: str) -> int | None:
+    """The pid of the live background worker (or sink) ``worker_id``, None when it is not running."""
+    return procs.read_pid(state_dir / "workers" / f"{worker_id}.pid")
+
+
+def start_workers(state_dir: Path, worker_ids: list[str], extra_env: dict[str, str] | None = None,
+                  timeout_s: float = 180.0) -> list[str]:
+    """Start every worker of ``worker_ids`` that is not running, all at once, and wait until each is ready.
+
+    Why all at once: each worker joining the consumer group makes the group rebalance; spawning them together
+    lets the group settle in one or two rebalances instead of one per worker. Returns the ids started."""
+    started = []
+    for worker_id in worker_ids:
+        if worker_pid(state_dir, worker_id) is None:
+            spawn_worker(state_dir, worker_id, extra_env)
+            started.append(worker_id)
+    deadline = time.monotonic() + timeout_s
+    for worker_id in started:
+        wait_until_ready(state_dir / "workers" / f"{worker_id}.log", max(1.0, deadline - time.monotonic()))
+    return started
