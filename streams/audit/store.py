@@ -464,11 +464,15 @@ class AuditWriter:
         (and in the rollups) and not only in the Null-engine table, which keeps nothing to deduplicate against.
         """
         # distributed_foreground_insert: on a cluster (audit_ingest is Distributed, streams/audit/migrate.py) the
-        # insert is acknowledged only once every shard has it, not when it is queued on this node's disk
+        # insert is acknowledged only once every shard has it, not when it is queued on this node's disk.
+        # input_format_avro_allow_missing_fields: a sink still running an older release (its records lack a field
+        # a later migration added, e.g. relied_on) keeps inserting, with the field's default, instead of failing
+        # every batch until it is restarted
         opts: dict[str, Any] = {
             "async_insert": 0,
             "deduplicate_blocks_in_dependent_materialized_views": 1,
             "distributed_foreground_insert": 1,
+            "input_format_avro_allow_missing_fields": 1,
         }
         if token:
             opts["insert_deduplication_token"] = token

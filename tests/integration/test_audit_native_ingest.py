@@ -218,6 +218,25 @@ def test_a_retried_block_is_deduplicated_through_the_null_table_and_view(ch_url:
         assert db.count(final=True) == 500
 
 
+def test_a_sink_of_an_older_release_keeps_inserting_after_a_migration(ch_url: str) -> None:
+    """Records written without relied_on (the AuditRecord before 008), in a container of that schema, insert into
+    a migrated table with the field's default: a sink upgraded after the migration loses no batch."""
+    import io
+
+    import fastavro
+
+    # the first earlier version: everything current but relied_on (versions are listed newest first)
+    older = next(v for v in wire._versions("AuditRecord") if v["fields"][-1]["name"] == "chain")
+    recs = list(synthetic.records(20, seed=25, start=START, end=END))
+    out = io.BytesIO()
+    fastavro.writer(out, fastavro.parse_schema(older), recs)
+    with fresh_database(ch_url, "pdx_t_native_older") as db:
+        db.writer.insert_avro(out.getvalue(), token="older-sink")
+        assert db.count(final=True) == 20
+        assert db.client.query(f"SELECT countIf(principals_json = '[]' AND empty(approvals)) FROM "
+                               f"{db.database}.{config.AUDIT_TABLE}").result_rows[0][0] == 20
+
+
 def test_clickhouse_rejects_a_corrupt_body_as_malformed_data(ch_url: str) -> None:
     recs = list(synthetic.records(3, seed=24, start=START, end=END))
     msgs = [wire.encode("AuditRecord", r) for r in recs]
