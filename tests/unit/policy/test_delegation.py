@@ -124,3 +124,10 @@ def test_principal_attributes_only_inside_one_quantifier(when: list[Any], messag
     with pytest.raises(PolicyValidationError) as err:
         bundle(when)
     assert message in str(err.value)
+
+
+def test_delegation_depth_is_readable() -> None:
+    b = bundle([{"context.delegation_depth": {"lte": 1}}])
+    assert evaluate(b, request(), AGENT, [], NOW).decision == "allow"
+    assert evaluate(b, request("a"), AGENT, [], NOW, None, [human("a")]).decision == "allow"
+    assert evaluate(b, request("a", "b"), AGENT, [], NOW, None, [human("a"), human("b")]).decision == "deny"
