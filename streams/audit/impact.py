@@ -11,7 +11,8 @@ delegation chain's principals (``principals_json``); a verified workload token's
 behaviour before 008) replays a request citing ``context.approval_id`` as if that approval was valid; ``none``
 grants no approval. A principal missing from the snapshots replays as unknown to the inventory (records from
 before 008 carry none). Decisions the worker made before any policy ran — a rejected workload token, a passed
-deadline, an invalid reply route, an oversized or invalid request — cannot change under a candidate bundle: they
+deadline, an invalid reply route, an oversized request, or one that does not rebuild and was denied
+``invalid_request`` — cannot change under a candidate bundle: they
 are counted as ``decided_before_policy`` and as unchanged.
 
 ``recorded_bundles`` (``pdx policy impact --as-recorded``): instead of one candidate, each record is replayed under
@@ -203,6 +204,10 @@ def impact(
                         principals = _recorded_principals(request, principals_json)
                         new = evaluate(bundle, request, identity, granted, now, token, principals, max_delegation_depth)
                     except (ValueError, KeyError, TypeError) as exc:
+                        if "invalid_request" in old_codes:  # the worker could not read it either: denied as such
+                            pre_policy += 1
+                            evaluated += 1
+                            continue
                         error_count += 1
                         if len(errors) < 10:
                             errors.append({"request_id": rid, "error": str(exc)})

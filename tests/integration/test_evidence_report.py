@@ -101,8 +101,9 @@ async def test_evidence_per_control_from_clickhouse(
     sent: list[Decision] = []
     stale = await _until(client, sent, "allow", stale_agent, "db:connect", PROD_DB, {"requested_ttl_s": 600},
                          on_behalf_of=["alice"])
-    approved = await _until(client, sent, "allow", "agent-config-bot", "config:write",
-                            {"id": "rate-limits", "type": "config"})
+    approved = await _until(client, sent, "allow", "agent-config-bot", "config:write",  # cites its approval: no
+                            {"id": "rate-limits", "type": "config"},  # other valid one (e.g. the demo's) counts
+                            {"approval_id": approval["approval_id"]})
     sent += await asyncio.gather(
         client.check("agent-analytics", "db:connect", PROD_DB, {"requested_ttl_s": 900}, on_behalf_of=["alice"]),
         client.check("agent-intern", "db:connect", PROD_DB, {"requested_ttl_s": 900}, on_behalf_of=["alice"]),

@@ -123,7 +123,7 @@ def cli_stack(services: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         version = ok(publish).stdout.strip()
         assert re.fullmatch(r"[0-9a-f]{64}", version), publish.stdout
         assert version == bundle_version(load_policy_dir(settings.POLICIES_DIR).to_bundle_content())
-        assert "loaded 8 identities" in ok(load).stderr
+        assert "loaded 9 identities" in ok(load).stderr
         wait_until_ready(log)
         asyncio.run(_wait_for_state(version))
         yield CliStack(version, state)
