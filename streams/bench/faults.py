@@ -100,7 +100,7 @@ Every scenario reports (``null`` where it does not apply):
   ``notes``: what had to be restarted before the scenario; ``send_errors``: the producer's errors by type.
 * malformed only: ``malformed`` per category (sent, replied, reason codes of the replies, audited, the expected
   behaviour and whether it held), ``dlq_records`` (records added to pdx.dlq during the scenario) beside
-  ``dlq_expected``, ``protected_topic_writes`` (records added to pdx.policies / pdx.inventory / pdx.approvals:
+  ``dlq_expected``, ``protected_topic_writes`` (records added to pdx.policies / pdx.inventory / pdx.approvals / pdx.jwks:
   must be 0).
 
 The top level: ``takeover_p50_s``, ``takeover_p99_s`` (worker_kill; ``null`` when not run), ``takeover_s``,
@@ -1014,7 +1014,7 @@ class Harness:
         return await self._under_load(prefix, lambda: self._outage("clickhouse", self.opts.outage_s))
 
     async def malformed(self, prefix: str) -> Window:
-        protected = (config.TOPIC_POLICIES, config.TOPIC_INVENTORY, config.TOPIC_APPROVALS)
+        protected = config.COMPACTED_TOPICS  # the signed state: policies, inventory, approvals, issuers
         dlq_before = await self.end_offsets([config.TOPIC_DLQ])
         protected_before = await self.end_offsets(protected)
         bad = Load(self, self.malformed_maker(prefix), MALFORMED_RATE, limit=self.opts.malformed).start()
