@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -178,14 +179,27 @@ def migrate(
     p = params(database, ttl_days)
     db = p["db"]
     client.command(f"CREATE DATABASE IF NOT EXISTS {db}")
-    client.command(
-        f"""CREATE TABLE IF NOT EXISTS {db}.schema_migrations (
+    client.command(_bookkeeping_table(db))
+    applied = _apply(client, db, discover(sql_dir), p, client.command, "")
+    reconcile_ttl(client, db, int(p["ttl_days"]), p["audit_table"])
+    return applied
+
+
+def _bookkeeping_table(db: str, engine: str = "ReplacingMergeTree(applied_at)", clause: str = "") -> str:
+    """The DDL of ``schema_migrations``: which migrations a database has, with their checksums."""
+    return f"""CREATE TABLE IF NOT EXISTS {db}.schema_migrations{clause} (
             version String, name String, checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
-        ) ENGINE = ReplacingMergeTree(applied_at) ORDER BY version"""
-    )
+        ) ENGINE = {engine} ORDER BY version"""
+
+
+def _apply(
+    client: Any, db: str, migrations: list[Migration], p: dict[str, str], execute: Callable[[str], Any], where: str
+) -> list[str]:
+    """Run the steps of each migration ``db`` has not had (``execute(sql)``; conditions checked on ``client``),
+    recording each as applied; a migration changed after it was applied is an error. Returns the versions."""
     done = applied_versions(client, db)
     applied: list[str] = []
-    for mig in discover(sql_dir):
+    for mig in migrations:
         if mig.version in done:
             if done[mig.version] != mig.checksum:
                 raise MigrationError(
@@ -195,9 +209,11 @@ def migrate(
         for step in mig.steps(p):
             try:
                 if step.due(client):
-                    client.command(step.sql)
+                    execute(step.sql)
+            except MigrationError:
+                raise
             except Exception as exc:
-                raise MigrationError(f"migration {mig.path.name} failed: {exc}") from exc
+                raise MigrationError(f"migration {mig.path.name} failed{where}: {exc}") from exc
         client.insert(
             "schema_migrations",
             [[mig.version, mig.name, mig.checksum]],
@@ -205,7 +221,6 @@ def migrate(
             database=db,
         )
         applied.append(mig.version)
-    reconcile_ttl(client, db, int(p["ttl_days"]), p["audit_table"])
     return applied
 
 
@@ -492,41 +507,10 @@ def migrate_cluster(
     # the bookkeeping: one table every node shares when replicated, else on the node that migrates
     if cluster.replicated:
         engine = f"ReplicatedReplacingMergeTree('/clickhouse/tables/{{uuid}}/all', '{REPLICA_NAME}', applied_at)"
-        client.command(
-            f"""CREATE TABLE IF NOT EXISTS {db}.schema_migrations{cluster.clause} (
-                version String, name String, checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
-            ) ENGINE = {engine} ORDER BY version"""
-        )
+        client.command(_bookkeeping_table(db, engine, cluster.clause))
     else:
-        client.command(
-            f"""CREATE TABLE IF NOT EXISTS {db}.schema_migrations (
-                version String, name String, checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
-            ) ENGINE = ReplacingMergeTree(applied_at) ORDER BY version"""
-        )
-    done = applied_versions(client, db)
-    applied: list[str] = []
-    for mig in migrations:
-        if mig.version in done:
-            if done[mig.version] != mig.checksum:
-                raise MigrationError(
-                    f"migration {mig.path.name} changed after it was applied to {db}; add a new migration file instead"
-                )
-            continue
-        for step in mig.steps(p):
-            try:
-                if step.due(client):
-                    run.step(step.sql)
-            except MigrationError:
-                raise
-            except Exception as exc:
-                raise MigrationError(f"migration {mig.path.name} failed on cluster {cluster.name}: {exc}") from exc
-        client.insert(
-            "schema_migrations",
-            [[mig.version, mig.name, mig.checksum]],
-            column_names=["version", "name", "checksum"],
-            database=db,
-        )
-        applied.append(mig.version)
+        client.command(_bookkeeping_table(db))
+    applied = _apply(client, db, migrations, p, run.step, f" on cluster {cluster.name}")
     days = int(p["ttl_days"])
     for name, expr in TTL_TABLES.items():
         table = p["audit_table"] if name == "$audit_table" else name
