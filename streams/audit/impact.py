@@ -30,13 +30,13 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from streams import config
 from streams.audit.queries import T64, ch_time
-from streams.audit.store import check_identifier
+from streams.audit.store import APPROVAL_FIELDS, check_identifier, named_fields, to_utc
 from streams.errors import UserError
 
 NO_RULE = "(no matching rule)"
@@ -76,12 +76,10 @@ def _recorded_approvals(request: Any, identity: Any, rows: Any) -> list[Any]:
         return []
     out = []
     for a in rows:
-        approval_id, approved_by, granted_at, expires_at = (
-            (a[k] for k in ("approval_id", "approved_by", "granted_at", "expires_at")) if isinstance(a, dict) else a
-        )
+        approval_id, approved_by, granted_at, expires_at = named_fields(a, APPROVAL_FIELDS)
         out.append(Approval(approval_id=approval_id, identity_id=identity.id, action=request.action,
                             resource_id=request.resource.id, approved_by=approved_by,
-                            granted_at=_utc(granted_at), expires_at=_utc(expires_at)))
+                            granted_at=to_utc(granted_at, "granted_at"), expires_at=to_utc(expires_at, "expires_at")))
     return out
 
 
@@ -93,10 +91,6 @@ def _recorded_principals(request: Any, principals_json: str | None) -> list[Any]
         return []
     known = {p["id"]: p for p in json.loads(principals_json or "[]")}
     return [Identity.from_dict(known[pid]) if pid in known else None for pid in request.on_behalf_of]
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _cited_approvals(request: Any, identity: Any, now: datetime) -> list[Any]:
@@ -174,7 +168,7 @@ def impact(
             for block in stream:
                 for (rid, ident_id, action, resource_id, old, old_rules, evaluated_at, req_json, ident_json, version,
                      old_codes, used_approvals, principals_json) in block:
-                    now = _utc(evaluated_at)  # the engine's `now` when it decided
+                    now = to_utc(evaluated_at, "evaluated_at")  # the engine's `now` when it decided
                     bundle = candidate
                     if recorded_bundles is not None:
                         bundle = recorded_bundles.get(version)

@@ -303,6 +303,17 @@ def record_hash(record: Mapping[str, Any]) -> str:
     return value.hex() if isinstance(value, (bytes, bytearray)) else str(value)
 
 
+#: The fields of an ``approvals`` column element (sql/008), in order.
+APPROVAL_FIELDS = ("approval_id", "approved_by", "granted_at", "expires_at")
+
+
+def named_fields(value: Any, names: Sequence[str]) -> tuple[Any, ...]:
+    """A named Tuple column's element (clickhouse-connect returns named tuples as dicts) as a plain tuple."""
+    if isinstance(value, Mapping):
+        return tuple(value[n] for n in names)
+    return tuple(value)
+
+
 def relied_on_columns(relied_on: Mapping[str, Any] | None) -> tuple[list[tuple[Any, ...]], str]:
     """The ``approvals`` and ``principals_json`` columns of an AuditRecord's ``relied_on`` (sql/008)."""
     if not relied_on:

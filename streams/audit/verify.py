@@ -39,7 +39,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from streams import config
-from streams.audit.store import CHECKPOINTS_TABLE, COLUMNS, LINKS_TABLE, AuditRecordError, audit_row, check_identifier
+from streams.audit.store import (
+    APPROVAL_FIELDS,
+    CHECKPOINTS_TABLE,
+    COLUMNS,
+    LINKS_TABLE,
+    AuditRecordError,
+    audit_row,
+    check_identifier,
+    named_fields,
+    to_utc,
+)
 from streams.contracts import audit_chain, signing
 
 #: Problem kinds (all fail the run).
@@ -193,20 +203,8 @@ class Report:
         }
 
 
-def _utc(value: datetime) -> datetime:
-    """A DateTime64 column value (clickhouse-connect returns it naive when the column's zone is UTC) as UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _micros_to_dt(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=int(us))
-
-
-def _fields(value: Any, names: Sequence[str]) -> tuple[Any, ...]:
-    """A named Tuple column's element (clickhouse-connect returns named tuples as dicts) as a plain tuple."""
-    if isinstance(value, Mapping):
-        return tuple(value[n] for n in names)
-    return tuple(value)
 
 
 def _normal(value: Any) -> Any:
@@ -243,13 +241,12 @@ class StoredRow:
         c = self.columns
         self.request = json.loads(c["request_json"])
         identity = json.loads(c["identity_json"]) if c["identity_json"] is not None else None
-        reasons = [_fields(r, ("code", "message", "policy", "rule")) for r in c["reasons"]]
-        monitor = [_fields(m, ("policy", "rule", "effect", "reason_code")) for m in c["monitor"]]
-        approvals = [_fields(a, ("approval_id", "approved_by", "granted_at", "expires_at")) for a in c["approvals"]]
+        reasons = [named_fields(r, ("code", "message", "policy", "rule")) for r in c["reasons"]]
+        monitor = [named_fields(m, ("policy", "rule", "effect", "reason_code")) for m in c["monitor"]]
+        approvals = [named_fields(a, APPROVAL_FIELDS) for a in c["approvals"]]
         principals = json.loads(c["principals_json"] or "[]")
         relied_on = {
-            "approvals": [{"approval_id": a[0], "approved_by": a[1], "granted_at": _utc(a[2]), "expires_at": _utc(a[3])}
-                          for a in approvals],
+            "approvals": [dict(zip(APPROVAL_FIELDS, a, strict=True)) for a in approvals],
             "principals": principals,
         } if approvals or principals else None
         self.request_digest = audit_chain.request_digest(self.request).hex()
@@ -271,8 +268,7 @@ class StoredRow:
                 int(c["source_partition"]),
                 int(c["source_offset"]),
                 audit_chain.relied_on_part(
-                    [[str(a[0]), str(a[1]), audit_chain.micros(_utc(a[2])), audit_chain.micros(_utc(a[3]))]
-                     for a in approvals],
+                    [(str(a[0]), str(a[1]), to_utc(a[2], "granted_at"), to_utc(a[3], "expires_at")) for a in approvals],
                     [audit_chain.identity_digest(p).hex() for p in principals],
                 ),
             )

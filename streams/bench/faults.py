@@ -100,8 +100,8 @@ Every scenario reports (``null`` where it does not apply):
   ``notes``: what had to be restarted before the scenario; ``send_errors``: the producer's errors by type.
 * malformed only: ``malformed`` per category (sent, replied, reason codes of the replies, audited, the expected
   behaviour and whether it held), ``dlq_records`` (records added to pdx.dlq during the scenario) beside
-  ``dlq_expected``, ``protected_topic_writes`` (records added to pdx.policies / pdx.inventory / pdx.approvals / pdx.jwks:
-  must be 0).
+  ``dlq_expected``, ``protected_topic_writes`` (records added to pdx.policies / pdx.inventory / pdx.approvals /
+  pdx.jwks: must be 0).
 
 The top level: ``takeover_p50_s``, ``takeover_p99_s`` (worker_kill; ``null`` when not run), ``takeover_s``,
 ``violations`` (every must-be-zero count that was not, and every malformed expectation that did not hold),

@@ -34,7 +34,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 try:
@@ -135,13 +135,17 @@ def body(
     return out
 
 
-def relied_on_part(approvals: list[list[Any]], principal_digests: list[str]) -> list[Any] | None:
+def relied_on_part(
+    approvals: Sequence[tuple[str, str, _dt.datetime, _dt.datetime]], principal_digests: list[str]
+) -> list[Any] | None:
     """The body's ``relied_on`` element: ``[approvals, principal identity digests (hex)]``, None when both are
-    empty (the record's relied_on is null). Approvals as ``[approval_id, approved_by, granted_at µs,
-    expires_at µs]`` (millisecond precision, as stored)."""
+    empty (the record's relied_on is null). ``approvals`` are (approval_id, approved_by, granted_at, expires_at),
+    hashed as ``[approval_id, approved_by, granted_at µs, expires_at µs]`` at millisecond precision (what
+    timestamp-millis and the column keep)."""
     if not approvals and not principal_digests:
         return None
-    return [approvals, principal_digests]
+    return [[[a, b, micros(g) // 1000 * 1000, micros(e) // 1000 * 1000] for a, b, g, e in approvals],
+            principal_digests]
 
 
 def relied_on_of(record_relied_on: Mapping[str, Any] | None) -> list[Any] | None:
@@ -149,7 +153,7 @@ def relied_on_of(record_relied_on: Mapping[str, Any] | None) -> list[Any] | None
     if not record_relied_on:
         return None
     return relied_on_part(
-        [[a["approval_id"], a["approved_by"], micros(a["granted_at"]), micros(a["expires_at"])]
+        [(a["approval_id"], a["approved_by"], a["granted_at"], a["expires_at"])
          for a in record_relied_on.get("approvals") or ()],
         [identity_digest(p).hex() for p in record_relied_on.get("principals") or ()],
     )

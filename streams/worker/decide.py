@@ -74,6 +74,12 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _approvals_relied_on(d: Decision) -> list[tuple[str, str, datetime, datetime]]:
+    """(approval_id, approved_by, granted_at, expires_at) of the approvals a decision relied on (AuditRecord
+    relied_on: encoded by streams.contracts.splice, hashed by streams.contracts.audit_chain)."""
+    return [(a.approval_id, a.approved_by, a.granted_at, a.expires_at) for a in d.relied_on_approvals]
+
+
 class _EverySecond:
     """At most one log line per second, then how many were left out: a flood of bad requests must not
     become a flood of log lines (the DLQ has every one of them, with its error)."""
@@ -293,7 +299,7 @@ class Decider:
         principal's message is in another schema version (the record is then encoded the ordinary way)."""
         if not d.relied_on_approvals and not d.principals:
             return splice.NOTHING_RELIED_ON, None
-        approvals = [(a.approval_id, a.approved_by, a.granted_at, a.expires_at) for a in d.relied_on_approvals]
+        approvals = _approvals_relied_on(d)
         bodies: list[bytes] = []
         digests: list[str] = []
         for p in d.principals:
@@ -304,16 +310,13 @@ class Decider:
             bodies.append(body)
             if self.chains is not None:
                 digests.append(self.chains.identity_digest(p.id, msg))
-        part = audit_chain.relied_on_part(
-            [[a, b, audit_chain.micros(g) // 1000 * 1000, audit_chain.micros(e) // 1000 * 1000]
-             for a, b, g, e in approvals], digests,
-        ) if self.chains is not None else None
+        part = audit_chain.relied_on_part(approvals, digests) if self.chains is not None else None
         return splice.encode_relied_on(approvals, bodies), part
 
     @staticmethod
     def _encoded_relied_on(d: Decision) -> bytes:
         """The ``relied_on`` field encoded from the decision's objects (the rare path)."""
-        approvals = [(a.approval_id, a.approved_by, a.granted_at, a.expires_at) for a in d.relied_on_approvals]
+        approvals = _approvals_relied_on(d)
         bodies = [wire.identity_body(wire.encode("Identity", p.to_dict())) or b"" for p in d.principals]
         return splice.encode_relied_on(approvals, bodies)
 
