@@ -168,34 +168,33 @@ class QuantifierCond(Cond):
         self.kid = AllCond(kids)
         self.fn = self._holds
 
-    def _each(self, env: Env) -> list[tuple[Any, bool]]:
-        held = []
+    def _each(self, env: Env, look: Callable[[Env], Any]) -> list[Any]:
+        """``look(env)`` once per principal, with ``env[PRINCIPAL]`` set to it."""
+        out = []
         try:
             for p in env[PRINCIPALS]:
                 env[PRINCIPAL] = p
-                held.append((p, bool(self.kid.fn(env))))
+                out.append(look(env))
         finally:
             env[PRINCIPAL] = None
-        return held
+        return out
 
-    def _holds(self, env: Env) -> bool:
-        held = [h for _, h in self._each(env)]
+    def _verdict(self, held: list[bool]) -> bool:
         return (bool(held) and all(held)) if self.every else any(held)
 
+    def _holds(self, env: Env) -> bool:
+        kid = self.kid.fn
+        return self._verdict(self._each(env, lambda e: bool(kid(e))))
+
+    def _explain_one(self, env: Env) -> ExplainNode:
+        node = self.kid.explain(env)
+        node.text = f"principal {env[PRINCIPAL].id} ({env[PRINCIPAL].kind})"
+        return node
+
     def explain(self, env: Env) -> ExplainNode:
-        children = []
-        try:
-            for p in env[PRINCIPALS]:
-                env[PRINCIPAL] = p
-                node = self.kid.explain(env)
-                node.text = f"principal {p.id} ({p.kind})"
-                children.append(node)
-        finally:
-            env[PRINCIPAL] = None
-        held = [c.held for c in children]
-        ok = (bool(held) and all(held)) if self.every else any(held)
+        children = self._each(env, self._explain_one)
         text = f"{self.key} of {len(children)} principal(s)" if children else f"{self.key} (no principals)"
-        return ExplainNode(text, ok, children=children)
+        return ExplainNode(text, self._verdict([c.held for c in children]), children=children)
 
 
 class IndexedCond(Cond):
