@@ -213,27 +213,10 @@ async def read_policy_records(
     cfg: config.Settings, timeout_s: float
 ) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
     """Every record still on the policy topic (all partitions, oldest first)."""
-    from aiokafka import TopicPartition
+    from streams.kafka.state import all_records
 
-    from streams.kafka import clients
-    from streams.kafka.state import wait_for_partitions
-
-    async with asyncio.timeout(timeout_s):
-        consumer = await clients.start_consumer(cfg)
-        try:
-            parts = await wait_for_partitions(consumer, config.TOPIC_POLICIES)
-            tps = [TopicPartition(config.TOPIC_POLICIES, p) for p in sorted(parts)]
-            consumer.assign(tps)
-            ends = await consumer.end_offsets(tps)
-            await consumer.seek_to_beginning(*tps)
-            out: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
-            for tp in tps:
-                while ends[tp] > 0 and await consumer.position(tp) < ends[tp]:
-                    batch = await consumer.getmany(tp, timeout_ms=1000)
-                    out.extend((m.key, m.value, list(m.headers)) for m in batch.get(tp, []))
-            return out
-        finally:
-            await consumer.stop()
+    async with asyncio.timeout(timeout_s):  # connecting too: a Kafka that hangs must not hang the report
+        return await all_records(cfg, config.TOPIC_POLICIES, timeout_s)
 
 
 def bundle_from_dir(path: str | Path) -> BundleInfo:

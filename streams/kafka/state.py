@@ -140,11 +140,11 @@ async def delete_issuer(producer: AIOKafkaProducer, issuer: str, key: signing.Si
                                  headers=key.headers(signing.JWKS, kafka_key, None, _now_ms()))
 
 
-async def latest_records(
+async def all_records(
     cfg: Settings, topic: str, timeout_s: float = 30.0
-) -> dict[bytes, tuple[bytes | None, list[tuple[str, bytes]]]]:
-    """Every key of a (small) compacted topic with its latest (value, headers), tombstones included (value
-    None), read from the beginning of every partition to the end offsets seen at start."""
+) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
+    """Every record still on a (small) topic as (key, value, headers), partition by partition, oldest first:
+    from the beginning of every partition to the end offsets seen at start."""
     consumer = await clients.start_consumer(cfg)
     try:
         parts = await wait_for_partitions(consumer, topic)
@@ -152,17 +152,24 @@ async def latest_records(
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
-        found: dict[bytes, tuple[bytes | None, list[tuple[str, bytes]]]] = {}
+        out: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
         async with asyncio.timeout(timeout_s):
             for tp in tps:
                 while ends[tp] > 0 and await consumer.position(tp) < ends[tp]:
                     batch = await consumer.getmany(tp, timeout_ms=1000)
-                    for msg in batch.get(tp, []):
-                        if msg.key is not None and msg.offset < ends[tp]:
-                            found[msg.key] = (msg.value, list(msg.headers))
-        return found
+                    out.extend((m.key, m.value, list(m.headers)) for m in batch.get(tp, []) if m.offset < ends[tp])
+        return out
     finally:
         await consumer.stop()
+
+
+async def latest_records(
+    cfg: Settings, topic: str, timeout_s: float = 30.0
+) -> dict[bytes, tuple[bytes | None, list[tuple[str, bytes]]]]:
+    """Every key of a (small) compacted topic with its latest (value, headers), tombstones included (value
+    None)."""
+    return {key: (value, headers) for key, value, headers in await all_records(cfg, topic, timeout_s)
+            if key is not None}
 
 
 async def latest_value(cfg: Settings, topic: str, key: str, timeout_s: float = 30.0) -> bytes | None:
