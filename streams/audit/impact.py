@@ -38,6 +38,7 @@ from streams import config
 from streams.audit.queries import T64, ch_time
 from streams.audit.store import APPROVAL_FIELDS, check_identifier, named_fields, to_utc
 from streams.errors import UserError
+from streams.model import ReasonCode
 
 NO_RULE = "(no matching rule)"
 
@@ -61,11 +62,11 @@ def load_candidate(path: str | Path) -> Any:
 
 
 #: Reason codes the worker decides with before any policy runs (a candidate bundle cannot change these).
-PRE_POLICY_CODES = frozenset({
-    "deadline_expired", "invalid_reply_route", "request_too_large", "token_malformed", "token_untrusted_issuer",
-    "token_algorithm_not_allowed", "token_invalid_signature", "token_expired", "token_not_yet_valid",
-    "token_wrong_audience",
-})
+PRE_POLICY_CODES = frozenset(
+    code.value for code in ReasonCode
+    if code.name.startswith("TOKEN_")
+    or code in (ReasonCode.DEADLINE_EXPIRED, ReasonCode.INVALID_REPLY_ROUTE, ReasonCode.REQUEST_TOO_LARGE)
+)
 
 
 def _recorded_approvals(request: Any, identity: Any, rows: Any) -> list[Any]:
