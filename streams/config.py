@@ -100,8 +100,15 @@ TOPIC_CHECKPOINTS = "pdx.audit.checkpoints"
 #: trusted workload-token issuers, keyed by issuer (``iss``), each value one entry of the JWKS file; signed
 #: (kind ``jwks``) and merged into every worker's TokenVerifier live (streams/model/tokens.py)
 TOPIC_JWKS = "pdx.jwks"
+#: signed delegation grants (delegator → delegate for action/resource patterns, until an expiry), keyed by grant
+#: id; a tombstone revokes (streams/model/delegation.py)
+TOPIC_DELEGATIONS = "pdx.delegations"
+#: approval requests opened by step_up decisions and their resolutions, keyed by approval request id
+#: (streams/model/approval_request.py)
+TOPIC_APPROVAL_REQUESTS = "pdx.approval-requests"
 #: Topics whose records are current state keyed by id: compacted, so the latest value per key survives.
-COMPACTED_TOPICS = (TOPIC_INVENTORY, TOPIC_APPROVALS, TOPIC_POLICIES, TOPIC_JWKS)
+COMPACTED_TOPICS = (TOPIC_INVENTORY, TOPIC_APPROVALS, TOPIC_POLICIES, TOPIC_JWKS, TOPIC_DELEGATIONS,
+                    TOPIC_APPROVAL_REQUESTS)
 ALL_TOPICS = (TOPIC_REQUESTS, TOPIC_DECISIONS, TOPIC_AUDIT, TOPIC_DLQ, *COMPACTED_TOPICS, TOPIC_CHECKPOINTS)
 #: Topics a reply may never be written to, whatever the allow-list says: a Decision under a state key would
 #: replace the good record after compaction.
@@ -168,7 +175,7 @@ ENV_TRUSTED_KEYS_PREFIX = "PDX_TRUSTED_KEYS_"
 #: ``PDX_SIGNING_KEY_POLICY`` etc.: the private key file that signs one kind of record (default: keys dir)
 ENV_SIGNING_KEY_PREFIX = "PDX_SIGNING_KEY_"
 #: The kinds of signed records (streams/contracts/signing.py) and the key file stem of each.
-SIGNED_KINDS = ("policy", "inventory", "approval", "audit", "jwks")
+SIGNED_KINDS = ("policy", "inventory", "approval", "audit", "jwks", "delegation")
 
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_KAFKA_CONTROLLER_PORT = 9093

@@ -40,8 +40,9 @@ INVENTORY = "inventory"  # the inventory source: pdx.inventory
 APPROVAL = "approval"  # approvers: pdx.approvals
 AUDIT = "audit"  # workers: signed checkpoints of the audit hash chains
 JWKS = "jwks"  # whoever manages trusted token issuers (`pdx issuers publish`): pdx.jwks
+DELEGATION = "delegation"  # whoever records delegation grants (`pdx delegations grant`): pdx.delegations
 KINDS = SIGNED_KINDS
-assert (POLICY, INVENTORY, APPROVAL, AUDIT, JWKS) == KINDS
+assert (POLICY, INVENTORY, APPROVAL, AUDIT, JWKS, DELEGATION) == KINDS
 
 HEADER_SIGNATURE = "pdx-sig"
 HEADER_KEY_ID = "pdx-key-id"

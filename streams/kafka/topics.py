@@ -31,6 +31,9 @@ def topic_specs(request_partitions: int, decision_partitions: int) -> list[Topic
         TopicSpec(config.TOPIC_APPROVALS, request_partitions, compact),
         TopicSpec(config.TOPIC_POLICIES, 1, compact),
         TopicSpec(config.TOPIC_JWKS, 1, compact),  # trusted token issuers: a handful of records, read whole
+        # delegation grants and approval requests: read whole by every worker / approver, like approvals
+        TopicSpec(config.TOPIC_DELEGATIONS, request_partitions, compact),
+        TopicSpec(config.TOPIC_APPROVAL_REQUESTS, request_partitions, compact),
         # the audit chains' signed checkpoints: few records (one per chain every few seconds), kept as long as
         # the DLQ; the audit sink copies them to ClickHouse (audit_checkpoints)
         TopicSpec(config.TOPIC_CHECKPOINTS, 1, {"retention.ms": str(30 * 86400_000)}),
