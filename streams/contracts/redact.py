@@ -34,7 +34,8 @@ _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _AUTH_SCHEME = re.compile(r"(?i)\b(?:bearer|basic|digest|negotiate)\s+[A-Za-z0-9._~+/=-]{8,}")
 _NOT_NAME = re.compile(r"[^a-z0-9]")
 #: attribute names reserved for what the Decider records of a verified token (streams.model.tokens.AUDIT_PREFIX)
-_RESERVED_PREFIX = "pdx.token."
+#: and of a delegation's proof (streams.model.delegation.AUDIT_PREFIX)
+_RESERVED_PREFIX = ("pdx.token.", "pdx.delegation.")
 #: attribute names seen and whether they match: a handful of names recur, so each is normalised once
 _NAME_CACHE_MAX = 4096
 

@@ -91,6 +91,8 @@ SCHEMA_FILES: dict[str, str] = {
     "PolicyBundle": "policy_bundle.avsc",
     "AuditRecord": "audit_record.avsc",
     "AuditCheckpoint": "audit_checkpoint.avsc",
+    "DelegationGrant": "delegation_grant.avsc",
+    "ApprovalRequest": "approval_request.avsc",
 }
 
 #: Fields added to a schema since it was first published, oldest first (always at the end, with a default:

@@ -47,6 +47,15 @@ class ReasonCode(StrEnum):
     DELEGATOR_SUSPENDED = "delegator_suspended"
     #: the chain names more principals than the configured maximum (PDX_MAX_DELEGATION_DEPTH)
     DELEGATION_TOO_DEEP = "delegation_too_deep"
+    #: on_behalf_of names a principal that neither the verified token nor a signed delegation grant proves
+    #: (streams/model/delegation.py): a claim is not a proof
+    DELEGATION_UNPROVEN = "delegation_unproven"
+    #: the approval request a step_up opened was denied by an approver, or expired before anyone granted it
+    #: (decided by the client that waited: PolicyClient.check(wait_for_approval=...))
+    APPROVAL_DENIED = "approval_denied"
+    APPROVAL_EXPIRED = "approval_expired"
+    #: an approver who is the requesting identity or a principal of its chain (separation of duties)
+    APPROVAL_SELF_GRANTED = "approval_self_granted"
 
 
 @dataclass(slots=True, frozen=True)

@@ -22,6 +22,7 @@ from time import perf_counter_ns
 from streams.config import DEFAULT_MAX_DELEGATION_DEPTH
 from streams.errors import quote
 from streams.model import AccessRequest, Approval, Decision, Identity, MonitorOutcome, Reason, ReasonCode
+from streams.model.delegation import DelegationProof
 from streams.model.tokens import VerifiedToken
 from streams.policy.compiler import EMPTY_TIERS, CompiledBundle, merge_obligations
 from streams.policy.runtime import approval_relied_on
@@ -72,6 +73,7 @@ def evaluate(
     token: VerifiedToken | None = None,
     principals: Sequence[Identity | None] | None = (),
     max_delegation_depth: int = DEFAULT_MAX_DELEGATION_DEPTH,
+    delegation: DelegationProof | None = None,
 ) -> Decision:
     """Decide ``request``. Never raises for bad policy data; always returns a Decision (fail closed).
 
@@ -81,7 +83,9 @@ def evaluate(
     identity.
     ``token`` is the request's verified workload token (``token.*`` attributes), or None when it carried none.
     Verifying ``request.token`` is the caller's job (the worker's Decider, streams/model/tokens.py): a token
-    that fails is denied with its reason code before the engine runs, and the engine never reads the raw text."""
+    that fails is denied with its reason code before the engine runs, and the engine never reads the raw text.
+    ``delegation`` is what proved the chain (``context.delegation.*``): proving it is the caller's job too
+    (streams/model/delegation.py); an unproven chain is denied ``delegation_unproven`` before the engine runs."""
     t0 = perf_counter_ns()
     if now.tzinfo is not UTC:
         now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
@@ -116,7 +120,7 @@ def evaluate(
                         (perf_counter_ns() - t0) // 1000, "")
     # Python 3.11 try blocks cost nothing unless something is raised.
     try:
-        env = [request, identity, approvals, now, None, token, resolved, None]  # see runtime.new_env
+        env = [request, identity, approvals, now, None, token, resolved, None, delegation]  # see runtime.new_env
         decide = tiers.decide
         if decide is not None:
             tier, winners = decide(env)

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from streams.model import AccessRequest, Approval, Identity, parse_timestamp
 from streams.model.cache import TextCache
+from streams.model.delegation import DelegationProof
 from streams.model.tokens import VerifiedToken
 from streams.policy.language import WEEKDAYS, minutes_of_day
 
@@ -29,10 +30,11 @@ from streams.policy.language import WEEKDAYS, minutes_of_day
 #   verification never reaches the engine, the worker denies it first),
 #   env[PRINCIPALS] the delegation chain (context.on_behalf_of) resolved to inventory identities, outermost
 #   first (the engine has already denied a chain with an unknown or inactive principal),
-#   env[PRINCIPAL] the principal a quantifier (any_principal / all_principals) is looking at, else None.
+#   env[PRINCIPAL] the principal a quantifier (any_principal / all_principals) is looking at, else None,
+#   env[DELEGATION] the DelegationProof of the chain (streams/model/delegation.py; None without a chain).
 # Derived attributes are computed lazily by the functions below, only when a candidate rule reads them.
 Env = list  # type alias for readability in signatures
-REQ, IDENT, APPROVALS, NOW, CACHE, TOKEN, PRINCIPALS, PRINCIPAL = range(8)
+REQ, IDENT, APPROVALS, NOW, CACHE, TOKEN, PRINCIPALS, PRINCIPAL, DELEGATION = range(9)
 
 Getter = Callable[[Env], Any]
 Pred = Callable[[Env], bool]
@@ -41,8 +43,9 @@ _UNSET: Any = object()
 
 
 def new_env(req: AccessRequest, ident: Identity, approvals: Sequence[Approval], now: datetime,
-            token: VerifiedToken | None = None, principals: Sequence[Identity] = ()) -> Env:
-    return [req, ident, approvals, now, None, token, principals, None]
+            token: VerifiedToken | None = None, principals: Sequence[Identity] = (),
+            delegation: DelegationProof | None = None) -> Env:
+    return [req, ident, approvals, now, None, token, principals, None, delegation]
 
 
 def _cache(env: Env) -> dict[Any, Any]:
@@ -102,6 +105,18 @@ def approval_relied_on(env: Env) -> Approval | None:
 def delegation_depth(env: Env) -> int:
     """``context.delegation_depth``: how many principals the request acts for."""
     return len(env[REQ].on_behalf_of)
+
+
+def delegation_source(env: Env) -> str | None:
+    """``context.delegation.source``: what proved the delegation chain (token, grant or token+grant)."""
+    d = env[DELEGATION]
+    return None if d is None else d.source  # type: ignore[no-any-return]
+
+
+def delegation_id(env: Env) -> str | None:
+    """``context.delegation.id``: the token's jti or the grant ids that proved the chain."""
+    d = env[DELEGATION]
+    return None if d is None else d.id  # type: ignore[no-any-return]
 
 
 def active_credential_types(env: Env) -> list[str]:
@@ -170,6 +185,8 @@ DERIVED: dict[str, Getter] = {
     "context.token_age_s": token_age_s,
     "context.approval_valid": approval_valid,
     "context.delegation_depth": delegation_depth,
+    "context.delegation.source": delegation_source,
+    "context.delegation.id": delegation_id,
     "token.verified": token_verified,
     "token.issuer": token_issuer,
     "token.subject": token_subject,

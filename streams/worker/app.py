@@ -90,14 +90,15 @@ def audit_chains(cfg: Settings) -> AuditChains:
 
 
 def state_replicas(cfg: Settings, state: WorkerState) -> list[CompactedReplica]:
-    """Inventory, approvals, the policy bundle and the trusted token issuers: a full live replica each, applied
-    to ``state``."""
+    """Inventory, approvals, the policy bundle, the trusted token issuers and the delegation grants: a full live
+    replica each, applied to ``state``."""
     wid = cfg.worker_id
     return [
         CompactedReplica(cfg, config.TOPIC_INVENTORY, state.apply_identity, f"pdx-inv-{wid}"),
         CompactedReplica(cfg, config.TOPIC_APPROVALS, state.apply_approval, f"pdx-apr-{wid}"),
         CompactedReplica(cfg, config.TOPIC_POLICIES, state.apply_bundle, f"pdx-pol-{wid}"),
         CompactedReplica(cfg, config.TOPIC_JWKS, state.apply_jwks, f"pdx-jwks-{wid}"),
+        CompactedReplica(cfg, config.TOPIC_DELEGATIONS, state.apply_delegation, f"pdx-dlg-{wid}"),
     ]
 
 
@@ -304,10 +305,11 @@ async def run_request_loop(cfg: Settings, state: WorkerState, assigned: asyncio.
             )
         cluster = producer.client.cluster
         routes = ReplyRoutes(cfg, cluster, request_lookup=lambda topic: producer.client.add_topic(topic))
+        chains = audit_chains(cfg)
         decider = Decider(state, cfg.worker_id, routes, audit_on_request_partition=same,
-                          request_limits=cfg.request_limits, chains=audit_chains(cfg),
+                          request_limits=cfg.request_limits, chains=chains,
                           redactor=Redactor(cfg.redact_attributes), tokens=state.tokens,
-                          max_delegation_depth=cfg.max_delegation_depth)
+                          max_delegation_depth=cfg.max_delegation_depth, approval_signer=chains.signer)
         loop = RequestLoop(decider, KafkaBatchProducer(producer), observer)
         busy = asyncio.Lock()
         rebalance = _Rebalance(cfg, consumer, loop, commits, busy, assigned, same)

@@ -21,10 +21,12 @@ from typing import Any
 
 from streams import config
 from streams.config import DEFAULT_REQUEST_LIMITS, RequestLimits
-from streams.contracts import audit_chain, limits, splice, wire
+from streams.contracts import audit_chain, limits, signing, splice, wire
 from streams.contracts.dlq import dead_letter_headers
 from streams.contracts.redact import Redactor
-from streams.model import AccessRequest, Decision, ReasonCode
+from streams.model import AccessRequest, Decision, Identity, ReasonCode
+from streams.model import approval_request as apq
+from streams.model.delegation import DelegationProof, DelegationUnproven, prove_chain
 from streams.model.tokens import TokenError, TokenVerifier, VerifiedToken, token_sha256
 from streams.policy import evaluate
 from streams.worker.chain import AuditChains
@@ -68,6 +70,8 @@ class Planned:
     audit: Out | None = None
     reply: Out | None = None
     dead_letter: Out | None = None
+    #: the approval request a step_up opens (pdx.approval-requests), produced with the audit record
+    approval_request: Out | None = None
 
 
 def _now() -> datetime:
@@ -113,6 +117,7 @@ class Decider:
         redactor: Redactor | None = None,
         tokens: TokenVerifier | None = None,
         max_delegation_depth: int = config.DEFAULT_MAX_DELEGATION_DEPTH,
+        approval_signer: signing.SigningKey | None = None,
     ) -> None:
         self.state = state
         self.worker_id = worker_id
@@ -134,6 +139,8 @@ class Decider:
         self.tokens = tokens
         #: longer on_behalf_of chains are denied delegation_too_deep (Settings.max_delegation_depth)
         self.max_delegation_depth = max_delegation_depth
+        #: signs the approval requests a step_up opens (the worker's audit key); None: they go unsigned
+        self.approval_signer = approval_signer
         self._log_dead_letter = _EverySecond()
 
     def decide_batch(self, msgs: Sequence[Incoming]) -> list[Planned]:
@@ -177,8 +184,11 @@ class Decider:
             except (ValueError, TypeError, KeyError) as exc:
                 invalid = str(exc)
         identity = None
-        #: what the audit keeps of the request's token (context.attributes pdx.token.*), None: it had none
+        #: what the audit keeps of the request's token and delegation proof (context.attributes pdx.token.*,
+        #: pdx.delegation.*), None: neither
         token_audit: dict[str, str] | None = None
+        proof: DelegationProof | None = None
+        opened: Out | None = None
         if route_problem is not None:
             decision = self._fail_closed(rid, ReasonCode.INVALID_REPLY_ROUTE, f"invalid reply route: {route_problem}")
         elif too_large is not None:
@@ -209,14 +219,33 @@ class Decider:
                     approvals = self.state.approvals_for(request.identity_id)
                     chain = request.on_behalf_of
                     principals = [self.state.identities.get(p) for p in chain] if chain else ()
-                    decision = evaluate(self.state.bundle, request, identity, approvals, received_at, verified,
-                                        principals, self.max_delegation_depth)
-                    decision.worker_id = self.worker_id
+                    unproven: str | None = None
+                    if chain and identity is not None:
+                        try:
+                            proof = self._prove(request, identity, principals, verified, received_at)
+                        except DelegationUnproven as exc:
+                            unproven = str(exc)
+                        if proof is not None:
+                            token_audit = {**(token_audit or {}), **proof.audit_attributes()}
+                        if approvals:  # separation of duties: nobody in the chain approves its own request
+                            approvals = [a for a in approvals
+                                         if not apq.self_granted(a.approved_by, request.identity_id, chain)]
+                    if unproven is not None:
+                        decision = self._fail_closed(rid, ReasonCode.DELEGATION_UNPROVEN, unproven)
+                        decision.principals = [p for p in principals if p is not None]  # what a replay needs
+                    else:
+                        decision = evaluate(self.state.bundle, request, identity, approvals, received_at, verified,
+                                            principals, self.max_delegation_depth, proof)
+                        decision.worker_id = self.worker_id
+                        if decision.decision == "step_up":
+                            opened = self._open_approval_request(request, decision, received_at)
         decision_dict = decision.to_dict()
         decision_msg = wire.encode("Decision", decision_dict, trusted=True)
         planned = Planned(rid)
         raw_request = None if too_large is not None else msg.value
         audited_request = self.redactor.redact(request_dict)
+        if audited_request is None and token_audit is not None:  # a delegation proof to keep: audit a copy
+            audited_request = {**request_dict, "context": dict(request_dict["context"])}
         if audited_request is not None:  # secrets never reach the audit trail: audit the redacted copy
             request_dict, raw_request = audited_request, None
             if token_audit is not None:
@@ -229,6 +258,7 @@ class Decider:
                     raw_request = None
         planned.audit = self._audit(msg, raw_request, request_dict, decision_dict, decision_msg, identity, received_at,
                                     decision)
+        planned.approval_request = opened
         if route_problem is None:
             key = rid.encode()
             planned.reply = Out(reply_to, key, decision_msg, reply_partition, [("correlation_id", key)])
@@ -347,6 +377,34 @@ class Decider:
             return wire.encode("AuditRecord", record)
         except (ValueError, TypeError, OverflowError):
             return wire.encode("AuditRecord", {**record, "request": limits.shrink(request_dict, self.limits)})
+
+    def _prove(self, request: AccessRequest, identity: Identity, principals: Sequence[Identity | None],
+               token: VerifiedToken | None, now: datetime) -> DelegationProof | None:
+        """The proof of the request's delegation chain (streams/model/delegation.py). None when the engine must
+        deny the chain first for what it is (too deep, or naming a principal the inventory does not hold)."""
+        chain = request.on_behalf_of
+        if len(chain) > self.max_delegation_depth or any(p is None for p in principals):
+            return None
+        grants = self.state.grants_to([*chain[1:], identity.id])
+        return prove_chain(chain, identity, principals, token, grants, request.action, request.resource.id, now)
+
+    def _open_approval_request(self, request: AccessRequest, decision: Decision, now: datetime) -> Out:
+        """The approval request a step_up opens; its id goes to the caller in ``obligations``. Deterministic
+        from the request id, so a request decided again after a crash opens the same one."""
+        aid = apq.approval_request_id(request.request_id)
+        decision.obligations = {**decision.obligations, apq.OBLIGATION: aid}
+        record = apq.ApprovalRequest(
+            approval_request_id=aid, request_id=request.request_id, identity_id=request.identity_id,
+            action=request.action, resource_type=request.resource.type, resource_id=request.resource.id,
+            opened_at=now, expires_at=now + apq.DEFAULT_TTL, on_behalf_of=list(request.on_behalf_of),
+            reasons=[r.code for r in decision.reasons],
+            rules=[f"{r.policy}/{r.rule}" for r in decision.reasons if r.policy],
+        )
+        value = wire.encode("ApprovalRequest", record.to_dict(), trusted=True)
+        key = aid.encode()
+        signer = self.approval_signer
+        headers = signer.headers(signing.AUDIT, key, value, int(now.timestamp() * 1000)) if signer else []
+        return Out(config.TOPIC_APPROVAL_REQUESTS, key, value, None, headers)
 
     def _verify_token(self, token: str, now: datetime) -> VerifiedToken:
         if self.tokens is None:

@@ -242,7 +242,8 @@ class RequestLoop:
         planned = self.decider.decide_batch(msgs)
         audited = [p for p in planned if p.audit is not None]
         dlq = [p.dead_letter for p in planned if p.dead_letter is not None]
-        ok = await self.sink.produce_all([p.audit for p in audited if p.audit is not None] + dlq)
+        opened = [p.approval_request for p in planned if p.approval_request is not None]
+        ok = await self.sink.produce_all([p.audit for p in audited if p.audit is not None] + dlq + opened)
         durable: set[int] = set()
         for p, offset in zip(audited, ok[: len(audited)], strict=True):
             if offset is None or p.audit is None:
@@ -261,7 +262,7 @@ class RequestLoop:
             repeated=sum(1 for p in planned if p.audit is None and p.reply is not None),
             replied=sum(1 for offset in replied if offset is not None),
             audit_failed=len(audited) - len(durable),
-            dead_letters=sum(1 for offset in ok[len(audited):] if offset is not None),
+            dead_letters=sum(1 for offset in ok[len(audited):len(audited) + len(dlq)] if offset is not None),
             seconds=self.clock() - received_at,
         ))
         return planned

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from streams.contracts import signing, wire
 from streams.errors import UserError
 from streams.model import Approval, Identity
+from streams.model.delegation import DelegationGrant
 from streams.model.tokens import TokenVerifier, TrustedIssuer
 from streams.policy import CompiledBundle, compile_bundle
 
@@ -78,6 +79,9 @@ class WorkerState:
         #: the Identity messages as received, spliced into audit records without re-encoding
         self.identity_messages: dict[str, bytes] = {}
         self.approvals: dict[str, dict[str, Approval]] = {}
+        #: signed delegation grants (pdx.delegations) by delegate, then grant id
+        self.delegations: dict[str, dict[str, DelegationGrant]] = {}
+        self._grant_delegate: dict[str, str] = {}
         self.bundle: CompiledBundle | None = None
         #: serial and signer (key id) of the bundle in force
         self.bundle_serial = -1
@@ -89,7 +93,7 @@ class WorkerState:
 
     @property
     def rejected(self) -> Counter[str]:
-        """Refused records by kind (policy, inventory, approval, jwks)."""
+        """Refused records by kind (policy, inventory, approval, jwks, delegation)."""
         return self.refused.counts
 
     @property
@@ -157,6 +161,41 @@ class WorkerState:
             self.refused(signing.APPROVAL, what, "its value names another identity or approval than its key")
             return
         self.approvals.setdefault(identity_id, {})[approval_id] = approval
+
+    def apply_delegation(self, key: bytes | None, value: bytes | None, headers: Headers = None) -> None:
+        """A delegation grant from pdx.delegations (key = grant id); a tombstone revokes it."""
+        grant_id = (key or b"").decode(errors="replace")
+        if not grant_id:
+            self.refused(signing.DELEGATION, "delegation grant without a key", "the key must be the grant id")
+            return
+        what = f"delegation grant {grant_id[:80]!r}"
+        if not self._verified(signing.DELEGATION, key, value, headers, what):
+            return
+        previous = self._grant_delegate.pop(grant_id, None)
+        if previous is not None:
+            self.delegations.get(previous, {}).pop(grant_id, None)
+        if value is None:
+            return  # tombstone: revoked
+        try:
+            grant = DelegationGrant.from_dict(wire.decode_as("DelegationGrant", value),
+                                              signing.header_value(headers, signing.HEADER_KEY_ID))
+        except ValueError as exc:
+            self.refused(signing.DELEGATION, what, exc)
+            return
+        if grant.grant_id != grant_id:
+            self.refused(signing.DELEGATION, what, "its value names another grant id than its key")
+            return
+        self.delegations.setdefault(grant.delegate, {})[grant_id] = grant
+        self._grant_delegate[grant_id] = grant.delegate
+
+    def grants_to(self, delegates: Sequence[str]) -> list[DelegationGrant]:
+        """The grants whose delegate is one of ``delegates`` (the hops of one chain)."""
+        out: list[DelegationGrant] = []
+        for d in delegates:
+            found = self.delegations.get(d)
+            if found:
+                out.extend(found.values())
+        return out
 
     def apply_bundle(self, key: bytes | None, value: bytes | None, headers: Headers = None) -> None:
         if value is None:

@@ -122,6 +122,8 @@ RECORDS = [
     "ReliedOn",
     "ApprovalRelied",
     "AuditCheckpoint",
+    "DelegationGrant",
+    "ApprovalRequest",
 ]
 
 

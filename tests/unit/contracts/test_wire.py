@@ -20,8 +20,8 @@ from streams.contracts import wire
 from streams.contracts.wire import WireError
 
 UTC = dt.UTC
-T_MS = dt.datetime(2026, 3, 1, 9, 30, 15, 123000, tzinfo=UTC)  # millisecond precision (timestamp-millis)
-T_US = dt.datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)  # microsecond precision (timestamp-micros)
+T_MS = dt.datetime(2026, 3, 1, 9, 30, 15, 123000, tzinfo=dt.UTC)  # millisecond precision (timestamp-millis)
+T_US = dt.datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=dt.UTC)  # microsecond precision (timestamp-micros)
 
 
 # ---- sample objects -----------------------------------------------------------------------------------
@@ -261,6 +261,22 @@ def expected_minimal_decision() -> dict[str, Any]:
     return {**minimal_decision(), **DECISION_DEFAULTS}
 
 
+def full_grant() -> dict[str, Any]:
+    return {"grant_id": "dlg-1", "delegator": "alice", "delegate": "agent-config-bot", "action": "config:*",
+            "resource_id": "*", "granted_by": "ops", "granted_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+            "expires_at": dt.datetime(2026, 1, 2, tzinfo=dt.UTC)}
+
+
+def full_approval_request() -> dict[str, Any]:
+    return {"approval_request_id": "apq-1", "request_id": "r-1", "identity_id": "agent-config-bot",
+            "action": "config:write", "resource_type": "config", "resource_id": "cfg/prod/app",
+            "on_behalf_of": ["alice"], "reasons": ["needs_approval"], "rules": ["config/write"],
+            "opened_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+            "expires_at": dt.datetime(2026, 1, 1, 1, tzinfo=dt.UTC),
+            "status": "granted", "resolved_by": "bob", "resolved_at": dt.datetime(2026, 1, 1, 0, 5, tzinfo=dt.UTC),
+            "resolution": None, "approval_expires_at": dt.datetime(2026, 1, 1, 0, 35, tzinfo=dt.UTC)}
+
+
 FULL: dict[str, Callable[[], dict[str, Any]]] = {
     "Identity": full_identity,
     "AccessRequest": full_request,
@@ -269,6 +285,8 @@ FULL: dict[str, Callable[[], dict[str, Any]]] = {
     "PolicyBundle": full_bundle,
     "AuditRecord": full_audit,
     "AuditCheckpoint": full_checkpoint,
+    "DelegationGrant": full_grant,
+    "ApprovalRequest": full_approval_request,
 }
 MINIMAL: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str, Any]]]] = {
     "Identity": (minimal_identity, lambda: {**minimal_identity(), **IDENTITY_DEFAULTS}),
@@ -297,7 +315,7 @@ MINIMAL: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str, An
 # ---- round trips --------------------------------------------------------------------------------------
 
 
-def test_known_schemas_are_the_seven_contracts() -> None:
+def test_known_schemas_are_the_nine_contracts() -> None:
     assert set(wire.known_schemas()) == set(FULL)
 
 

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -97,6 +97,20 @@ def apply_approval(state: WorkerState, key: bytes | None, value: bytes | None) -
     state.apply_approval(key, value, signed(signing.APPROVAL, key, value))
 
 
+def apply_delegation(state: WorkerState, key: bytes | None, value: bytes | None) -> None:
+    state.apply_delegation(key, value, signed(signing.DELEGATION, key, value))
+
+
+def delegation_message(grant_id: str = "dlg-alice-bot", delegator: str = "alice", delegate: str = "agent-config-bot",
+                       action: str = "config:*", resource: str = "*", ttl: timedelta = timedelta(hours=8)) -> bytes:
+    now = datetime.now(UTC)
+    return wire.encode("DelegationGrant", {
+        "grant_id": grant_id, "delegator": delegator, "delegate": delegate, "action": action,
+        "resource_id": resource, "granted_by": "test", "granted_at": now - timedelta(minutes=1),
+        "expires_at": now + ttl,
+    })
+
+
 def apply_bundle(state: WorkerState, value: bytes | None) -> None:
     state.apply_bundle(b"current", value, signed(signing.POLICY, b"current", value))
 
@@ -130,9 +144,11 @@ def demo_identities() -> dict[str, Identity]:
 
 @pytest.fixture
 def loaded_state(shipped_bundle: bytes, demo_identities: dict[str, Identity]) -> WorkerState:
-    """A WorkerState fed the shipped policies and the demo inventory, as the replicas would feed it."""
+    """A WorkerState fed the shipped policies and the demo inventory, as the replicas would feed it, and alice's
+    signed delegation grant to agent-config-bot (config:*), as the demo records it."""
     state = trusted_state()
     apply_bundle(state, shipped_bundle)
     for ident in demo_identities.values():
         apply_identity(state, ident.id.encode(), identity_message(ident))
+    apply_delegation(state, b"dlg-alice-bot", delegation_message())
     return state

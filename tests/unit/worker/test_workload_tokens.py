@@ -72,6 +72,7 @@ def verifier() -> TokenVerifier:
 async def decide_token(state: WorkerState, token: str | None, tokens: TokenVerifier | None = None,
                        **changes: Any) -> FakeProducer:
     changes.setdefault("context", RequestContext(source_ip="10.1.2.3", token_issued_at=datetime.now(UTC)))
+    changes.setdefault("on_behalf_of", [])  # svc-billing acts for nobody
     req = request(identity="svc-billing", action="api:call", resource=INVOICES, **changes)
     req.token = token
     producer = FakeProducer()
