@@ -65,7 +65,8 @@ def load_candidate(path: str | Path) -> Any:
 PRE_POLICY_CODES = frozenset(
     code.value for code in ReasonCode
     if code.name.startswith("TOKEN_")
-    or code in (ReasonCode.DEADLINE_EXPIRED, ReasonCode.INVALID_REPLY_ROUTE, ReasonCode.REQUEST_TOO_LARGE)
+    or code in (ReasonCode.DEADLINE_EXPIRED, ReasonCode.INVALID_REPLY_ROUTE, ReasonCode.REQUEST_TOO_LARGE,
+                ReasonCode.DELEGATION_UNPROVEN)
 )
 
 
@@ -135,6 +136,7 @@ def impact(
     a progress bar (streams/console.py), so this module prints nothing itself.
     """
     from streams.model import AccessRequest, Identity
+    from streams.model.delegation import DelegationProof
     from streams.model.tokens import VerifiedToken
     from streams.policy import evaluate
 
@@ -197,7 +199,9 @@ def impact(
                             granted = []
                         token = VerifiedToken.from_audit_attributes(request.context.attributes)
                         principals = _recorded_principals(request, principals_json)
-                        new = evaluate(bundle, request, identity, granted, now, token, principals, max_delegation_depth)
+                        proof = DelegationProof.from_audit_attributes(request.context.attributes)
+                        new = evaluate(bundle, request, identity, granted, now, token, principals, max_delegation_depth,
+                                       proof)
                     except (ValueError, KeyError, TypeError) as exc:
                         if "invalid_request" in old_codes:  # the worker could not read it either: denied as such
                             pre_policy += 1

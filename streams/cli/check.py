@@ -39,7 +39,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     async def run() -> Any:
         async with PolicyClient(timeout_s=args.timeout) as client:
             return await client.check(
-                args.identity, args.action, resource, context, args.timeout, on_behalf_of=args.on_behalf_of
+                args.identity, args.action, resource, context, args.timeout, on_behalf_of=args.on_behalf_of,
+                token=args.token, wait_for_approval=args.wait_for_approval,
             )
 
     decision = asyncio.run(run())
@@ -69,7 +70,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--source-ip")
     p.add_argument("--token-age", type=int, help="token issued this many seconds ago")
     p.add_argument("--approval-id")
-    p.add_argument("--on-behalf-of", action="append", default=[])
+    p.add_argument("--on-behalf-of", action="append", default=[],
+                   help="a principal the identity acts for (repeat for a chain, outermost first); believed only "
+                        "with --token in the delegated shape or a signed grant (`pdx delegations grant`)")
+    p.add_argument("--token", help="the caller's workload token (JWT), e.g. from `pdx dev token`")
+    p.add_argument("--wait-for-approval", type=float, metavar="SECONDS",
+                   help="on step_up, wait this long for the approval request to be resolved "
+                        "(`pdx approvals grant|deny`) and print the final decision")
     p.add_argument("--timeout", type=float, default=5.0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check)

@@ -157,7 +157,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     dev = sub.add_parser("dev", help="local Kafka and ClickHouse for the demo and tests")
-    dev_sub = dev.add_subparsers(dest="dev_command", metavar="up|status|down|env|secure-files", required=True)
+    dev_sub = dev.add_subparsers(dest="dev_command", metavar="up|status|down|env|secure-files|token", required=True)
     for name, func, help_text in (
         ("up", cmd_up, "start the local services (idempotent)"),
         ("status", cmd_status, "check health for real; exit 1 if anything is down"),
@@ -198,3 +198,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             p.add_argument("--clickhouse-tcp-port", type=int)
         if name == "status":
             p.add_argument("--json", action="store_true", help="print JSON")
+    from streams.cli.dev_token import add_parser
+
+    add_parser(dev_sub)

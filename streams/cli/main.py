@@ -24,6 +24,8 @@ COMMANDS = (
     "policy",
     "inventory",
     "approve",
+    "approvals",
+    "delegations",
     "keys",
     "issuers",
     "check",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import random
 import threading
@@ -207,12 +208,54 @@ class PolicyClient:
         *,
         on_behalf_of: Sequence[str] = (),
         token: str | None = None,
+        wait_for_approval: float | None = None,
     ) -> Decision:
-        """Ask for a decision; ``token``: the caller's workload token (a JWT), verified by pdx, never stored."""
+        """Ask for a decision; ``token``: the caller's workload token (a JWT), verified by pdx, never stored.
+
+        ``wait_for_approval`` (seconds): when the answer is step_up, wait that long for a second person to resolve
+        the approval request it opened (``pdx approvals grant|deny``) and return the final decision: the request
+        decided again once granted (allow, relying on that approval), deny ``approval_denied`` on a denial, deny
+        ``approval_expired`` at the deadline. Reads the approval request's own partition of
+        pdx.approval-requests, never ClickHouse."""
         request = self.build_request(
             identity_id, action, resource, context, on_behalf_of=on_behalf_of, timeout_s=timeout, token=token
         )
-        return await self.send(request, timeout)
+        decision = await self.send(request, timeout)
+        if wait_for_approval is None or decision.decision != "step_up":
+            return decision
+        return await self._await_approval(request, decision, wait_for_approval, timeout)
+
+    async def _await_approval(self, request: AccessRequest, step_up: Decision, wait_s: float,
+                              timeout: float | None) -> Decision:
+        from streams.kafka.approvals import wait_resolution
+        from streams.model import approval_request as apq
+
+        aid = step_up.obligations.get(apq.OBLIGATION)
+        if not aid:
+            return step_up  # nothing was opened (an older worker): the caller sees the step_up as it is
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + wait_s
+        resolved = await wait_resolution(self.settings, aid, step_up.evaluated_at, wait_s)
+        if resolved is None:
+            return Decision.fail_closed(request.request_id, ReasonCode.APPROVAL_EXPIRED,
+                                        f"approval request {aid} was not resolved within {wait_s:g}s; failing closed")
+        if resolved.status != apq.GRANTED:
+            why = f": {resolved.resolution}" if resolved.resolution else ""
+            return Decision.fail_closed(request.request_id, ReasonCode.APPROVAL_DENIED,
+                                        f"approval request {aid} was denied by {resolved.resolved_by}{why}")
+        # Decided again, as a new request pinned to the granted approval (context.approval_id). The Approval is
+        # produced before the grant record, but a worker may apply it a moment later: retry a step_up briefly.
+        decision = step_up
+        while True:
+            again = dataclasses.replace(
+                request, request_id=uuid.uuid4().hex,
+                context=dataclasses.replace(request.context, approval_id=aid),
+                deadline=datetime.now(UTC) + timedelta(seconds=timeout or self.timeout_s),
+            )
+            decision = await self.send(again, timeout)
+            if decision.decision != "step_up" or loop.time() + 0.25 > give_up_at:
+                return decision
+            await asyncio.sleep(0.25)
 
     async def enforce(self, *args: Any, **kwargs: Any) -> Decision:
         """Like check, but raises Denied / StepUpRequired unless the decision is allow."""

@@ -24,6 +24,7 @@ from streams import config
 from streams.console import say, step
 from streams.demo.scenario_file import DemoScenarios, Scenario, load_scenarios
 from streams.errors import UserError
+from streams.model.durations import parse_duration_s
 
 #: The checkout's demo inventory (tests); the demo itself asks config.require_demo_inventory(), which
 #: also finds ./examples/inventory.yaml and says what is missing outside a checkout.
@@ -68,17 +69,28 @@ def scenario_token(sc: Any) -> str | None:
 
 async def _run_scenarios(demo: DemoScenarios) -> list[dict[str, Any]]:
     from streams.client import PolicyClient
+    from streams.grants import grant_delegation
     from streams.ops import grant_approval, update_identity
 
+    cfg = config.load()
     for a in demo.approvals:
         await grant_approval(a.identity_id, a.action, a.resource_id, a.expires_at - a.granted_at, a.approved_by,
                              approval_id=a.approval_id)
+    for g in demo.delegations:
+        await grant_delegation(cfg, g["delegator"], g["delegate"], g["action"], g["resource_id"],
+                               timedelta(seconds=parse_duration_s(g["ttl"])), "pdx-demo", g["grant_id"])
     results: list[dict[str, Any]] = []
     async with PolicyClient(timeout_s=10.0) as client:
-        await asyncio.sleep(0.5)  # let the approvals reach the worker's table
+        await asyncio.sleep(0.5)  # let the approvals and grants reach the worker's replicas
         for sc in demo.cases:
-            d = await client.check(sc.identity, sc.action, sc.resource, sc.context, on_behalf_of=sc.on_behalf_of,
-                                   token=scenario_token(sc))
+            if sc.approve is not None:  # a second person approves the step_up while the client waits
+                approver = asyncio.create_task(_approve_when_opened(cfg, sc))
+                d = await client.check(sc.identity, sc.action, sc.resource, sc.context,
+                                       on_behalf_of=sc.on_behalf_of, token=scenario_token(sc), wait_for_approval=30)
+                approver.cancel()
+            else:
+                d = await client.check(sc.identity, sc.action, sc.resource, sc.context,
+                                       on_behalf_of=sc.on_behalf_of, token=scenario_token(sc))
             results.append(_result(sc, d))
         # Kill switch: suspend an identity that was just allowed; its next request is denied. The suspension
         # travels through Kafka, so ask again until the expected decision arrives (or 10 s pass).
@@ -94,6 +106,23 @@ async def _run_scenarios(demo: DemoScenarios) -> list[dict[str, Any]]:
                 await asyncio.sleep(0.1)
             results.append(_result(sc, d))
     return results
+
+
+async def _approve_when_opened(cfg: config.Settings, sc: Scenario) -> None:
+    """The demo's second person: grant the approval request the case's step_up opens, once it is pending."""
+    from streams.grants import grant_request, pending
+
+    assert sc.approve is not None
+    since = datetime.now(UTC) - timedelta(seconds=1)  # not a request left open by an earlier run
+    while True:
+        for r in await pending(cfg):
+            if (r.identity_id, r.action, r.resource_id) == (sc.identity, sc.action, sc.resource["id"]) and \
+                    r.opened_at >= since:
+                await grant_request(cfg, r.approval_request_id,
+                                    timedelta(seconds=parse_duration_s(sc.approve.get("ttl", "30m"))),
+                                    sc.approve["by"])
+                return
+        await asyncio.sleep(0.2)
 
 
 def _result(sc: Scenario, d: Any) -> dict[str, Any]:

@@ -23,9 +23,12 @@ from streams.policy.loader import PolicyValidationError, load_yaml
 from streams.policy.testing import CASE_KEYS, CaseError, build_request_case
 
 SCENARIO_FILE = "scenarios.yaml"
-FILE_KEYS = {"description", "resources", "cases", "then"}
-#: A demo case: a policy test case without ``now`` (cases run at the current time), plus ``expect_when``.
-DEMO_CASE_KEYS = (CASE_KEYS - {"now"}) | {"expect_when"}
+FILE_KEYS = {"description", "resources", "delegations", "cases", "then"}
+#: A demo case: a policy test case without ``now`` (cases run at the current time), plus ``expect_when`` and
+#: ``approve`` (the step_up is approved by a second person while the client waits for it).
+DEMO_CASE_KEYS = (CASE_KEYS - {"now"}) | {"expect_when", "approve"}
+DELEGATION_KEYS = {"grant_id", "delegator", "delegate", "action", "resource_id", "ttl"}
+APPROVE_KEYS = {"by", "ttl"}
 THEN_KEYS = DEMO_CASE_KEYS | {"suspend"}
 #: The demo checks the decision and its reasons only; other test-case expectations would go unchecked.
 DEMO_EXPECT_KEYS = {"decision", "reasons"}
@@ -57,6 +60,8 @@ class Scenario:
     token: dict[str, Any] | None = None
     #: an identity the runner suspends before sending this request (``then:`` entries only)
     suspend: str | None = None
+    #: who approves the step_up while the client waits, and for how long (``approve: {by, ttl}``), else None
+    approve: dict[str, str] | None = None
     #: the case in ``pdx policy test`` shape: times resolved, ``expect`` chosen, demo-only keys removed
     case: dict[str, Any] = field(default_factory=dict)
 
@@ -75,6 +80,8 @@ class Scenario:
 class DemoScenarios:
     cases: list[Scenario]
     then: list[Scenario]
+    #: the signed delegation grants the runner records before the first case (``delegations:``)
+    delegations: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def approvals(self) -> list[Approval]:
@@ -104,7 +111,24 @@ def parse_scenarios(text: str, filename: str, in_change_window: bool,
     seen: set[str] = set()
     cases = [_scenario(c, i, filename, "cases", in_change_window, now, seen) for i, c in enumerate(doc["cases"], 1)]
     after = [_scenario(c, i, filename, "then", in_change_window, now, seen) for i, c in enumerate(then, 1)]
-    return DemoScenarios(cases, after)
+    return DemoScenarios(cases, after, _delegations(doc.get("delegations") or [], filename))
+
+
+def _delegations(node: Any, filename: str) -> list[dict[str, str]]:
+    if not isinstance(node, list):
+        raise ScenarioFileError(f"{filename}: 'delegations' must be a list of grants")
+    out = []
+    for i, g in enumerate(node, 1):
+        where = f"{filename}:{_line(g)}: delegations[{i}]"
+        if not isinstance(g, Mapping):
+            raise ScenarioFileError(f"{where} must be a mapping ({', '.join(sorted(DELEGATION_KEYS))})")
+        _no_unknown(g, DELEGATION_KEYS, where, "keys")
+        missing = sorted(DELEGATION_KEYS - set(g))
+        if missing or not all(isinstance(g[k], str) and g[k] for k in DELEGATION_KEYS):
+            raise ScenarioFileError(f"{where} needs the strings {', '.join(sorted(DELEGATION_KEYS))}"
+                                    + (f" (missing {', '.join(missing)})" if missing else ""))
+        out.append({k: str(g[k]) for k in DELEGATION_KEYS})
+    return out
 
 
 def _line(node: Any, key: str | None = None) -> int | str:
@@ -153,8 +177,14 @@ def _scenario(node: Any, index: int, filename: str, section: str, in_change_wind
     if section == "then" and (not isinstance(suspend, str) or not suspend):
         raise ScenarioFileError(f"{where} 'suspend' (the identity id to suspend first) is required in 'then'")
 
+    approve = node.get("approve")
+    if approve is not None:
+        if not isinstance(approve, Mapping) or set(approve) - APPROVE_KEYS or not isinstance(approve.get("by"), str):
+            raise ScenarioFileError(f"{where} approve must be a mapping {{by: NAME, ttl: 30m}}")
+        if expect["decision"] != "allow":
+            raise ScenarioFileError(f"{where} a case with 'approve' expects the final decision: allow")
     case = {k: _plain(v, now if k in ("context", "approvals", "token") else None)
-            for k, v in node.items() if k not in ("expect_when", "suspend")}
+            for k, v in node.items() if k not in ("expect_when", "suspend", "approve")}
     case["name"] = name
     case["expect"] = expect
     request = case.get("request") or {}
@@ -182,6 +212,7 @@ def _scenario(node: Any, index: int, filename: str, section: str, in_change_wind
         on_behalf_of=list(rc.request.on_behalf_of),
         approvals=rc.approvals,
         suspend=suspend,
+        approve={k: str(v) for k, v in approve.items()} if approve is not None else None,
         case=case,
         token=case.get("token"),
     )

@@ -6,7 +6,7 @@ machinery. Reasons are checked as the demo checks them: each expected code must 
 from __future__ import annotations
 
 import textwrap
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,8 @@ import pytest
 
 from streams.demo.runner import in_change_window, scenarios
 from streams.demo.scenario_file import DemoScenarios, ScenarioFileError, load_scenarios, parse_scenarios
+from streams.model import Approval
+from streams.model.delegation import DelegationGrant, DelegationUnproven, prove_chain
 from streams.model.inventory_file import read_inventory
 from streams.policy import build_request_case, compile_bundle, evaluate, load_policy_dir
 
@@ -63,13 +65,36 @@ def test_expectations_are_what_the_engine_decides(now: datetime) -> None:
     bundle = compile_bundle(load_policy_dir(POLICIES).to_bundle_content())
     demo: DemoScenarios = load_scenarios(window, now=now)
     approvals = demo.approvals  # granted before the first case, so the worker holds them all along
+    grants = [DelegationGrant.from_dict({**{k: v for k, v in g.items() if k != "ttl"}, "granted_by": "demo",
+                                         "granted_at": now, "expires_at": now + timedelta(hours=8)})
+              for g in demo.delegations]  # recorded before the first case too
     failures = []
     for sc in [*demo.cases, *demo.then]:
         rc = build_request_case(sc.case, _fixtures(now, sc.suspend), now, sc.name)
-        d = evaluate(bundle, rc.request, rc.identity, approvals, now, rc.token, rc.principals)
-        if d.decision != sc.expected or not set(sc.expected_reasons) <= set(d.reason_codes):
-            failures.append((sc.name, sc.expected, sc.expected_reasons, d.decision, d.reason_codes))
+        outcome = _decide(bundle, rc, approvals, grants, now)
+        if sc.approve is not None:  # a step_up first; allowed once an approval for exactly this request exists
+            assert outcome[0] == "step_up", sc.name
+            granted = Approval("apq-x", sc.identity, sc.action, sc.resource["id"], sc.approve["by"], now,
+                               now + timedelta(minutes=30))
+            outcome = _decide(bundle, rc, [*approvals, granted], grants, now)
+        if outcome[0] != sc.expected or not set(sc.expected_reasons) <= set(outcome[1]):
+            failures.append((sc.name, sc.expected, sc.expected_reasons, *outcome))
     assert failures == []
+
+
+def _decide(bundle: Any, rc: Any, approvals: list[Approval], grants: list[DelegationGrant],
+            now: datetime) -> tuple[str, list[str]]:
+    """What the worker decides: the chain proven first (streams/model/delegation.py), then the engine."""
+    chain = rc.request.on_behalf_of
+    proof = None
+    if chain and rc.identity is not None and all(p is not None for p in rc.principals):
+        try:
+            proof = prove_chain(chain, rc.identity, rc.principals, rc.token, grants, rc.request.action,
+                                rc.request.resource.id, now)
+        except DelegationUnproven:
+            return "deny", ["delegation_unproven"]
+    d = evaluate(bundle, rc.request, rc.identity, approvals, now, rc.token, rc.principals, delegation=proof)
+    return d.decision, d.reason_codes
 
 
 def _parse(cases: str, then: str = "") -> DemoScenarios:
