@@ -68,6 +68,16 @@ async def grant_delegation(
     return DelegationGrant.from_dict(grant.to_dict(), signer.key_id)
 
 
+async def record_grants(cfg: Settings, grants: list[dict[str, str]], by: str) -> list[DelegationGrant]:
+    """Record a list of grants given as ``{grant_id, delegator, delegate, action, resource_id, ttl}`` (the demo's
+    scenarios.yaml ``delegations:``; ``ttl`` like ``8h``)."""
+    from streams.model.durations import parse_duration_s
+
+    return [await grant_delegation(cfg, g["delegator"], g["delegate"], g["action"], g["resource_id"],
+                                   timedelta(seconds=parse_duration_s(g["ttl"])), by, g["grant_id"])
+            for g in grants]
+
+
 async def revoke_delegation(cfg: Settings, grant_id: str, key: KeyPath = None) -> None:
     """A signed tombstone: every worker stops relying on the grant within one fetch."""
     signer = signing.signing_key(cfg, signing.DELEGATION, key)

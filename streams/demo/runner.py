@@ -69,16 +69,14 @@ def scenario_token(sc: Any) -> str | None:
 
 async def _run_scenarios(demo: DemoScenarios) -> list[dict[str, Any]]:
     from streams.client import PolicyClient
-    from streams.grants import grant_delegation
+    from streams.grants import record_grants
     from streams.ops import grant_approval, update_identity
 
     cfg = config.load()
     for a in demo.approvals:
         await grant_approval(a.identity_id, a.action, a.resource_id, a.expires_at - a.granted_at, a.approved_by,
                              approval_id=a.approval_id)
-    for g in demo.delegations:
-        await grant_delegation(cfg, g["delegator"], g["delegate"], g["action"], g["resource_id"],
-                               timedelta(seconds=parse_duration_s(g["ttl"])), "pdx-demo", g["grant_id"])
+    await record_grants(cfg, demo.delegations, "pdx-demo")
     results: list[dict[str, Any]] = []
     async with PolicyClient(timeout_s=10.0) as client:
         await asyncio.sleep(0.5)  # let the approvals and grants reach the worker's replicas

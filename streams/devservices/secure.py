@@ -15,10 +15,12 @@ pdx-admin      super user: creates topics, sets ACLs (what ``--print-env`` expor
 pdx-policy     the only principal (besides pdx-admin) that may write pdx.policies and pdx.jwks (trusted token
                issuers: who manages policies manages whose tokens they trust); reads them
 pdx-inventory  writes and reads pdx.inventory
-pdx-approver   writes and reads pdx.approvals
-pdx-service    writes pdx.requests; reads pdx.decisions and pdx.replies.* (groups prefixed pdx-service)
-pdx-worker     reads pdx.requests and the state topics; writes decisions, replies, audit, dlq (and audit
-               checkpoints); reads pdx.audit (redelivery, in-process sink); the worker's group, internal
+pdx-approver   writes and reads pdx.approvals, pdx.delegations (delegation grants) and pdx.approval-requests
+               (resolving them)
+pdx-service    writes pdx.requests; reads pdx.decisions, pdx.replies.* (groups prefixed pdx-service) and
+               pdx.approval-requests (waiting for an approval)
+pdx-worker     reads pdx.requests and the state topics; writes decisions, replies, approval requests, audit,
+               dlq (and audit checkpoints); reads pdx.audit (redelivery, in-process sink); the worker's group, internal
                topics and transactional ids (all prefixed with the app id); idempotent writes
 pdx-sink       reads pdx.audit (and checkpoints) with the sink group; writes pdx.dlq
 =============  ===========================================================================================
@@ -70,21 +72,25 @@ def acl_rules(app_id: str = config.DEFAULT_APP_ID) -> list[AclRule]:
     """The ACLs of every principal but the super user (see the module docstring)."""
     checkpoints = getattr(config, "TOPIC_CHECKPOINTS", None)
     audit_in = (config.TOPIC_AUDIT, *((checkpoints,) if checkpoints else ()))
-    state = (config.TOPIC_INVENTORY, config.TOPIC_APPROVALS, config.TOPIC_POLICIES, config.TOPIC_JWKS)
+    state = (config.TOPIC_INVENTORY, config.TOPIC_APPROVALS, config.TOPIC_POLICIES, config.TOPIC_JWKS,
+             config.TOPIC_DELEGATIONS)
     rules: list[AclRule] = [
         # the owner of a state topic also reads it (publishing checks the latest signed record; group-less)
         *_topic("pdx-policy", ("READ", "WRITE"), config.TOPIC_POLICIES, config.TOPIC_JWKS),
         *_topic("pdx-inventory", ("READ", "WRITE"), config.TOPIC_INVENTORY),
-        *_topic("pdx-approver", ("READ", "WRITE"), config.TOPIC_APPROVALS),
+        *_topic("pdx-approver", ("READ", "WRITE"), config.TOPIC_APPROVALS, config.TOPIC_DELEGATIONS,
+                config.TOPIC_APPROVAL_REQUESTS),
         # services: requests in, decisions and their own reply topics out
         *_topic("pdx-service", ("WRITE",), config.TOPIC_REQUESTS),
         *_topic("pdx-service", ("READ",), config.TOPIC_DECISIONS),
+        # a caller waiting for an approval (PolicyClient.check(wait_for_approval=...)) reads its resolution
+        *_topic("pdx-service", ("READ",), config.TOPIC_APPROVAL_REQUESTS),
         *_topic("pdx-service", ("READ",), REPLY_PREFIX, pattern="PREFIXED"),
         AclRule("pdx-service", "READ", "GROUP", "pdx-service", "PREFIXED"),
         # workers
         *_topic("pdx-worker", ("READ",), config.TOPIC_REQUESTS, *state),
         *_topic("pdx-worker", ("READ", "WRITE"), *audit_in),
-        *_topic("pdx-worker", ("WRITE",), config.TOPIC_DECISIONS, config.TOPIC_DLQ),
+        *_topic("pdx-worker", ("WRITE",), config.TOPIC_DECISIONS, config.TOPIC_DLQ, config.TOPIC_APPROVAL_REQUESTS),
         *_topic("pdx-worker", ("WRITE",), REPLY_PREFIX, pattern="PREFIXED"),
         # faust's own topics (e.g. <app_id>-__assignor-__leader) are created on first start
         *_topic("pdx-worker", ("READ", "WRITE", "CREATE"), app_id, pattern="PREFIXED"),

@@ -11,8 +11,10 @@ import pytest
 
 from streams import config as settings
 from streams.client import PolicyClient
+from streams.demo.scenario_file import load_scenarios
 from streams.devservices import procs
 from streams.devservices.workers import spawn_worker, wait_until_ready
+from streams.grants import record_grants
 from streams.kafka.topics import create_topics
 from streams.ops import load_inventory, publish_policies
 
@@ -21,11 +23,13 @@ DEMO_INVENTORY = settings.REPO_ROOT / "examples" / "inventory.yaml"
 
 @pytest.fixture(scope="module")
 def pipeline(services: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Topics, the shipped policies, the demo inventory and one running worker ("w1"); yields its state dir."""
+    """Topics, the shipped policies, the demo inventory, the demo's delegation grants (alice and bob to their
+    agents, as `pdx demo` records them) and one running worker ("w1"); yields its state dir."""
     s = settings.load()
     asyncio.run(create_topics(s, 4, 4))
     asyncio.run(publish_policies(str(settings.POLICIES_DIR), "tests"))
     asyncio.run(load_inventory(str(DEMO_INVENTORY), show_progress=False))
+    asyncio.run(record_grants(s, load_scenarios(True).delegations, "tests"))
     state = tmp_path_factory.mktemp("workers")
     _, log = spawn_worker(state, "w1")
     wait_until_ready(log)

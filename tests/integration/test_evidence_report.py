@@ -21,6 +21,7 @@ from streams.audit.evidence import load_catalogue
 from streams.audit.store import connect, wait_for_audit_rows
 from streams.client import PolicyClient
 from streams.contracts import signing
+from streams.grants import grant_delegation
 from streams.kafka.clients import start_producer
 from streams.kafka.state import put_identities
 from streams.model import Decision
@@ -97,6 +98,7 @@ async def test_evidence_per_control_from_clickhouse(
     since = datetime.now(UTC) - timedelta(seconds=1)
     stale_agent = f"agent-stale-{uuid.uuid4().hex[:6]}"
     await _put_stale_agent(stale_agent)
+    await grant_delegation(settings.load(), "alice", stale_agent, "db:connect", "*", timedelta(hours=1), "tests")
     approval = await grant_approval("agent-config-bot", "config:write", "rate-limits", timedelta(hours=1), APPROVER)
     sent: list[Decision] = []
     stale = await _until(client, sent, "allow", stale_agent, "db:connect", PROD_DB, {"requested_ttl_s": 600},
