@@ -15,7 +15,14 @@ from string import Template
 from typing import Any
 
 from streams.audit.queries import Audit
-from streams.audit.risk import FORMULA_TEXT, STALE_AFTER_DAYS, WEIGHTS, risk_scores, stale_credentials
+from streams.audit.risk import (
+    FORMULA_TEXT,
+    STALE_AFTER_DAYS,
+    WEIGHTS,
+    approval_requests_by_identity,
+    risk_scores,
+    stale_credentials,
+)
 
 TEMPLATE = Path(__file__).resolve().parent / "report_template.html"
 
@@ -49,6 +56,7 @@ def build_report_data(audit: Audit, since: datetime, until: datetime, *, top: in
         "reasons": audit.denies_by_reason(since, until, limit=15),
         "rules": audit.rule_hits(since, until, limit=15),
         "stale": stale_credentials(audit, since, until, limit=15),
+        "approvals": approval_requests_by_identity(audit, since, until, limit=15),
     }
 
 
@@ -188,6 +196,9 @@ def hbars(
     return _svg(name, width, height, marks, parts)
 
 
+NO_APPROVALS = '<tr><td colspan="6" class="muted">no step-up opened an approval request</td></tr>'
+
+
 def render_html(data: dict[str, Any]) -> str:
     totals = data["totals"] or {}
     risk_items = [(str(r["identity_id"]), [("score", float(r["score"]), COLORS["risk"])]) for r in data["risk"]]
@@ -218,6 +229,14 @@ def render_html(data: dict[str, Any]) -> str:
         + "</tr>"
         for r in data["risk"]
     )
+    approval_rows = "".join(
+        "<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in (
+            r["identity_id"], r["opened"], r["approved"], r["awaiting"],
+            f"{r['median_time_to_approve_s']:.1f}" if r["approved"] else "–",
+            f"{r['max_time_to_approve_s']:.1f}" if r["approved"] else "–",
+        )) + "</tr>"
+        for r in data.get("approvals") or ()
+    )
     weights = ", ".join(f"{escape(k)} {v:g}" for k, v in WEIGHTS.items())
     requests = int(totals.get("requests") or 0)
 
@@ -244,6 +263,7 @@ def render_html(data: dict[str, Any]) -> str:
         chart_rules=hbars("rule_hits", rule_items),
         chart_stale=hbars("stale_credentials", stale_items, value_fmt=lambda v: f"{v:.0f}", threshold=STALE_AFTER_DAYS),
         risk_rows=risk_rows or '<tr><td colspan="11" class="muted">no identities in this window</td></tr>',
+        approval_rows=approval_rows or NO_APPROVALS,
         formula=escape(FORMULA_TEXT),
         weights=weights,
         stale_after=f"{STALE_AFTER_DAYS:g}",

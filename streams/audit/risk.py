@@ -25,6 +25,10 @@ from datetime import datetime
 from typing import Any
 
 from streams.audit.queries import T64, Audit, ch_time
+from streams.model.approval_request import DEFAULT_TTL
+
+#: how long an approval request stays grantable (streams/model/approval_request.py)
+APPROVAL_TTL_S = DEFAULT_TTL.total_seconds()
 
 WEIGHTS: dict[str, float] = {
     "deny_rate": 30.0,
@@ -125,3 +129,38 @@ FORMULA_TEXT = (
     "score = 30·deny_rate + 15·step_up_rate + 20·restricted_rate + 10·off_hours_rate "
     "+ 15·stale_credentials + 10·resource_breadth (each component 0..1; see streams/audit/risk.py)"
 )
+
+
+def approval_requests_by_identity(
+    audit: Audit, since: datetime, until: datetime, *, limit: int = 20
+) -> list[dict[str, Any]]:
+    """Per identity, the approval requests its step_ups opened in the window: how many, how many were approved
+    (a later decision relied on the approval granted for it), how many are still awaiting a second person (no
+    approval yet and opened within the request's time to live), and the time to approve (median, max, seconds).
+    A denied request leaves no decision, so it counts as awaiting until it expires; `pdx approvals pending`
+    has the live state."""
+    t = audit.table
+    return audit.query(
+        f"""WITH opened AS (
+                SELECT identity_id, obligations['approval_request_id'] AS aid, min(decided_at) AS opened_at
+                FROM {t}
+                WHERE decided_at >= {{since:{T64}}} AND decided_at < {{until:{T64}}}
+                  AND obligations['approval_request_id'] != ''
+                GROUP BY identity_id, aid),
+            granted AS (
+                SELECT a.approval_id AS aid, min(a.granted_at) AS granted_at
+                FROM {t} ARRAY JOIN approvals AS a
+                WHERE decided_at >= {{since:{T64}}} AND startsWith(a.approval_id, 'apq-')
+                GROUP BY aid)
+            SELECT o.identity_id AS identity_id, count() AS opened,
+                   countIf(g.aid != '') AS approved,
+                   countIf(g.aid = '' AND o.opened_at > now64(3) - INTERVAL {{ttl_s:UInt32}} SECOND) AS awaiting,
+                   quantileIf(0.5)(dateDiff('millisecond', o.opened_at, g.granted_at) / 1000, g.aid != '')
+                       AS median_time_to_approve_s,
+                   maxIf(dateDiff('millisecond', o.opened_at, g.granted_at) / 1000, g.aid != '')
+                       AS max_time_to_approve_s
+            FROM opened AS o LEFT JOIN granted AS g ON o.aid = g.aid
+            GROUP BY identity_id ORDER BY awaiting DESC, opened DESC, identity_id LIMIT {{limit:UInt32}}""",
+        {"since": ch_time(since), "until": ch_time(until), "limit": int(limit),
+         "ttl_s": int(APPROVAL_TTL_S)},
+    )

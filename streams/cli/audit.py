@@ -191,11 +191,34 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_approval_story(console: Any, st: dict[str, Any] | None) -> None:
+    if not st:
+        return
+    console.print(f"[bold]approval request {st['approval_request_id']}:[/bold]")
+    for d in st["opened_by"]:
+        console.print(f"  {_cell(d['decided_at'])}  opened by the step_up of request {d['request_id']}")
+    rec = st.get("request")
+    if rec is None:
+        console.print("  (its record on the approval-requests topic could not be read)")
+    else:
+        who = f" by {rec['resolved_by']} at {rec['resolved_at']}" if rec.get("resolved_by") else ""
+        why = f": {rec['resolution']}" if rec.get("resolution") else ""
+        trust = "" if rec.get("trusted") else "  [NOT signed by a trusted key]"
+        console.print(f"  {rec['state']}{who}{why}{trust}")
+    if st.get("time_to_resolve_s") is not None:
+        console.print(f"  time to resolve: {st['time_to_resolve_s']} s")
+    for d in st["relied_on_by"]:
+        console.print(f"  {_cell(d['decided_at'])}  {d['decision']} for request {d['request_id']}, relying on it")
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
+    from streams.audit.approvals import story
     from streams.audit.queries import jsonable
 
     with audit_session(args) as audit:
         row = audit.explain(args.request_id)
+        if row is not None:  # step_up → approval request → who resolved it → the decision that relied on it
+            row["approval_story"] = story(audit, row, config.load())
     if row is None:
         raise UserError(f"no audit record with request_id {args.request_id!r} in {args.database}")
     if args.json:
@@ -247,6 +270,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     console.print(f"[bold]obligations:[/bold] {_cell(row['obligations']) or '(none)'}")
     if row["monitor"]:
         console.print(f"[bold]monitor:[/bold] {_cell(row['monitor'])}")
+    _print_approval_story(console, row.get("approval_story"))
     console.print("[bold]request:[/bold]")
     console.print(JSON(json.dumps(row["request"])))
     console.print("[bold]identity snapshot:[/bold]")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +19,8 @@ from typing import Any
 import pytest
 
 from streams import config as settings
+from streams.audit.queries import Audit
+from streams.audit.risk import approval_requests_by_identity
 from streams.audit.store import connect, wait_for_audit_rows
 from streams.cli.dev_token import delegated_claims
 from streams.cli.main import main
@@ -194,6 +198,21 @@ async def test_the_caller_waits_for_a_second_person(client: PolicyClient) -> Non
                            wait_for_approval=60)
     await approver
     assert (d.decision, d.reason_codes) == ("allow", ["config_write_preapproved"])
+
+    # the whole story for an incident responder: step_up → approval request → who granted it → the allow
+    assert wait_for_audit_rows(1, request_ids=[d.request_id], timeout_s=60) == 1
+    shown = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "streams.cli.main", "audit", "explain", d.request_id, "--json"],
+        capture_output=True, text=True, timeout=120, check=True)
+    story = json.loads(shown.stdout)["approval_story"]
+    assert story["request"]["state"] == "granted" and story["request"]["resolved_by"] == "carol"
+    assert story["request"]["trusted"] and len(story["opened_by"]) == 1
+    assert [r["request_id"] for r in story["relied_on_by"]] == [d.request_id]
+    assert story["time_to_resolve_s"] >= 0
+    now = datetime.now(UTC)
+    per_identity = {r["identity_id"]: r for r in approval_requests_by_identity(
+        Audit(connect(role="reader"), settings.CLICKHOUSE_DATABASE), now - timedelta(minutes=10), now)}
+    assert per_identity[AGENT]["approved"] >= 1
 
 
 async def test_an_approval_after_the_deadline_is_approval_expired(client: PolicyClient) -> None:
