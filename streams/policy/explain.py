@@ -61,12 +61,13 @@ def delegation_lines(d: Decision) -> list[str]:
 
 
 def explain(bundle: CompiledBundle, case: RequestCase) -> Explanation:
-    decision = evaluate(bundle, case.request, case.identity, case.approvals, case.now, case.token, case.principals)
+    decision = evaluate(bundle, case.request, case.identity, case.approvals, case.now, case.token, case.principals,
+                        delegation=case.delegation)
     if decision.reasons and decision.reasons[0].rule is None and decision.reasons[0].code != "no_matching_rule":
         return Explanation(decision, [], f"decided by the engine before any rule ran: {decision.reasons[0].code}")
     assert case.identity is not None
     env = new_env(case.request, case.identity, case.approvals, decision.evaluated_at, case.token,
-                  [p for p in case.principals if p is not None])
+                  [p for p in case.principals if p is not None], case.delegation)
     action, rtype = case.request.action, case.request.resource.type
     deciding = set(decision.matched_rules)
     out: list[RuleExplanation] = []

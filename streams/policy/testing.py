@@ -16,6 +16,7 @@ A test file::
           bob@example.com: {kind: human, scopes: ["config:admin"]}   # or a fixture name, or null (unknown)
         token: {iss: "https://issuer.example", sub: "spiffe://example/ns/x/sa/y", aud: pdx,
                 iat: "2025-06-03T09:55:00Z", scope: "api:read"}   # claims of a VERIFIED token (optional)
+        delegation: {source: grant, id: dlg-1}   # what proved on_behalf_of (context.delegation.*; optional)
         now: "2025-06-03T10:00:00Z"      # optional per case
         expect:
           decision: allow                 # required
@@ -46,13 +47,14 @@ from typing import Any
 
 from streams.errors import PolicyError
 from streams.model import AccessRequest, Approval, Decision, Identity, parse_timestamp
+from streams.model.delegation import AUDIT_PREFIX, DelegationProof
 from streams.model.tokens import VerifiedToken
 from streams.policy.compiler import CompiledBundle
 from streams.policy.evaluator import evaluate
 from streams.policy.loader import PolicySet, PolicyValidationError, Problem, read_yaml_file
 
 CASE_KEYS = {"name", "description", "identity", "request", "resource", "context", "approvals", "token", "now",
-             "principals", "expect"}
+             "principals", "delegation", "expect"}
 EXPECT_KEYS = {"decision", "reasons", "matched_rules", "obligations", "monitor"}
 
 
@@ -70,6 +72,8 @@ class RequestCase:
     token: VerifiedToken | None = None
     #: request.on_behalf_of resolved as the case's inventory holds it (None: not in the inventory)
     principals: list[Identity | None] = field(default_factory=list)
+    #: what proved the chain (``delegation: {source, id}``), as the worker found it; None: not given
+    delegation: DelegationProof | None = None
 
 
 def _plain(v: Any) -> Any:
@@ -111,11 +115,24 @@ def build_request_case(case: Mapping[str, Any], fixtures: Mapping[str, Any] | No
         approvals = [Approval.from_dict(_plain(a)) for a in approvals_node]
         token = _case_token(case.get("token"), now, name)
         principals = _case_principals(case.get("principals"), request.on_behalf_of, fixtures, name)
+        delegation = _case_delegation(case.get("delegation"), name)
     except CaseError:
         raise
     except ValueError as exc:
         raise CaseError(f"{name}: {exc}") from None
-    return RequestCase(request, identity, approvals, now, token, principals)
+    return RequestCase(request, identity, approvals, now, token, principals, delegation)
+
+
+def _case_delegation(node: Any, name: str) -> DelegationProof | None:
+    if node is None:
+        return None
+    if not isinstance(node, Mapping) or set(node) - {"source", "id"} or not isinstance(node.get("source"), str):
+        raise CaseError(f"{name}: delegation must be a mapping {{source: token|grant|token+grant, id: ...}}")
+    found = DelegationProof.from_audit_attributes({AUDIT_PREFIX + "source": node["source"],
+                                                   AUDIT_PREFIX + "id": str(node.get("id") or "")})
+    if found is None:
+        raise CaseError(f"{name}: delegation.source must be token, grant or token+grant, got {node['source']!r}")
+    return found
 
 
 def _case_identity(node: Any, fixtures: Mapping[str, Any], what: str, default_id: str | None = None) -> Identity | None:
@@ -269,7 +286,8 @@ def run_test_file(path: Path, bundle: CompiledBundle,
         except CaseError as exc:
             problems.append(Problem(file, line, None, str(exc)))
             continue
-        d = evaluate(bundle, rc.request, rc.identity, rc.approvals, rc.now, rc.token, rc.principals)
+        d = evaluate(bundle, rc.request, rc.identity, rc.approvals, rc.now, rc.token, rc.principals,
+                     delegation=rc.delegation)
         for rid in d.matched_rules:
             exercised[rid] = exercised.get(rid, 0) + 1
         for m in d.monitor:

@@ -131,3 +131,18 @@ def test_delegation_depth_is_readable() -> None:
     assert evaluate(b, request(), AGENT, [], NOW).decision == "allow"
     assert evaluate(b, request("a"), AGENT, [], NOW, None, [human("a")]).decision == "allow"
     assert evaluate(b, request("a", "b"), AGENT, [], NOW, None, [human("a"), human("b")]).decision == "deny"
+
+
+def test_rules_read_what_proved_the_chain() -> None:
+    """context.delegation.source / .id: e.g. production writes only with a delegated token, not a standing grant."""
+    from streams.model.delegation import DelegationProof
+
+    b = bundle([{"context.delegation.source": "token"}, {"context.delegation.id": {"missing": False}}])
+    alice = human("alice")
+    by_token = DelegationProof("token", ("jti-1",), ("https://idp",))
+    by_grant = DelegationProof("grant", ("dlg-1",), ("k1",))
+    assert evaluate(b, request("alice"), AGENT, [], NOW, None, [alice], delegation=by_token).decision == "allow"
+    assert evaluate(b, request("alice"), AGENT, [], NOW, None, [alice], delegation=by_grant).decision == "deny"
+    assert evaluate(b, request(), AGENT, [], NOW).decision == "deny"  # no chain: nothing proved, attribute missing
+    ids = bundle([{"context.delegation.id": "dlg-1"}])
+    assert evaluate(ids, request("alice"), AGENT, [], NOW, None, [alice], delegation=by_grant).decision == "allow"
