@@ -106,9 +106,10 @@ TOPIC_DELEGATIONS = "pdx.delegations"
 #: approval requests opened by step_up decisions and their resolutions, keyed by approval request id
 #: (streams/model/approval_request.py)
 TOPIC_APPROVAL_REQUESTS = "pdx.approval-requests"
+#: The signed state every worker replicates, written only by operators' tools (never by a worker).
+STATE_TOPICS = (TOPIC_INVENTORY, TOPIC_APPROVALS, TOPIC_POLICIES, TOPIC_JWKS, TOPIC_DELEGATIONS)
 #: Topics whose records are current state keyed by id: compacted, so the latest value per key survives.
-COMPACTED_TOPICS = (TOPIC_INVENTORY, TOPIC_APPROVALS, TOPIC_POLICIES, TOPIC_JWKS, TOPIC_DELEGATIONS,
-                    TOPIC_APPROVAL_REQUESTS)
+COMPACTED_TOPICS = (*STATE_TOPICS, TOPIC_APPROVAL_REQUESTS)
 ALL_TOPICS = (TOPIC_REQUESTS, TOPIC_DECISIONS, TOPIC_AUDIT, TOPIC_DLQ, *COMPACTED_TOPICS, TOPIC_CHECKPOINTS)
 #: Topics a reply may never be written to, whatever the allow-list says: a Decision under a state key would
 #: replace the good record after compaction.

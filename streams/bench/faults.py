@@ -101,7 +101,7 @@ Every scenario reports (``null`` where it does not apply):
 * malformed only: ``malformed`` per category (sent, replied, reason codes of the replies, audited, the expected
   behaviour and whether it held), ``dlq_records`` (records added to pdx.dlq during the scenario) beside
   ``dlq_expected``, ``protected_topic_writes`` (records added to pdx.policies / pdx.inventory / pdx.approvals /
-  pdx.jwks: must be 0).
+  pdx.jwks / pdx.delegations: must be 0).
 
 The top level: ``takeover_p50_s``, ``takeover_p99_s`` (worker_kill; ``null`` when not run), ``takeover_s``,
 ``violations`` (every must-be-zero count that was not, and every malformed expectation that did not hold),
@@ -1014,7 +1014,7 @@ class Harness:
         return await self._under_load(prefix, lambda: self._outage("clickhouse", self.opts.outage_s))
 
     async def malformed(self, prefix: str) -> Window:
-        protected = config.COMPACTED_TOPICS  # the signed state: policies, inventory, approvals, issuers
+        protected = config.STATE_TOPICS  # the signed state: policies, inventory, approvals, issuers, delegations
         dlq_before = await self.end_offsets([config.TOPIC_DLQ])
         protected_before = await self.end_offsets(protected)
         bad = Load(self, self.malformed_maker(prefix), MALFORMED_RATE, limit=self.opts.malformed).start()

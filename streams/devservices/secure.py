@@ -72,8 +72,7 @@ def acl_rules(app_id: str = config.DEFAULT_APP_ID) -> list[AclRule]:
     """The ACLs of every principal but the super user (see the module docstring)."""
     checkpoints = getattr(config, "TOPIC_CHECKPOINTS", None)
     audit_in = (config.TOPIC_AUDIT, *((checkpoints,) if checkpoints else ()))
-    state = (config.TOPIC_INVENTORY, config.TOPIC_APPROVALS, config.TOPIC_POLICIES, config.TOPIC_JWKS,
-             config.TOPIC_DELEGATIONS)
+    state = config.STATE_TOPICS
     rules: list[AclRule] = [
         # the owner of a state topic also reads it (publishing checks the latest signed record; group-less)
         *_topic("pdx-policy", ("READ", "WRITE"), config.TOPIC_POLICIES, config.TOPIC_JWKS),

@@ -110,8 +110,7 @@ async def test_worker_and_sink_metrics_are_scraped(metered: tuple[int, int]) -> 
     assert samples[("pdx_worker_bundle_serial", ())] >= 0
     assert samples[("pdx_worker_identities", ())] >= 5
     ready = {dict(k)["topic"]: v for k, v in named(samples, "pdx_replica_ready").items()}
-    assert ready == {settings.TOPIC_INVENTORY: 1.0, settings.TOPIC_APPROVALS: 1.0, settings.TOPIC_POLICIES: 1.0,
-                     settings.TOPIC_JWKS: 1.0}
+    assert ready == {topic: 1.0 for topic in settings.STATE_TOPICS}
     assert samples[("pdx_replica_records", (("topic", settings.TOPIC_INVENTORY),))] >= 5
 
     lagged = scrape_until(worker_port, lambda s: named(s, "pdx_worker_consumer_lag"), timeout_s=15.0)
