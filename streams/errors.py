@@ -12,20 +12,40 @@ Why families and not one class per module: callers decide by family (print it, d
 the bytes), and codes that travel (deny reasons) are data, in :class:`streams.model.ReasonCode`.
 """
 
+import reprlib
 
 #: Most characters of a bad value an error message quotes: messages travel into deny reasons, logs and DLQ
 #: headers, and must never repeat a huge input.
 MAX_QUOTED_CHARS = 200
 
 
+def _bounded_repr(limit: int) -> reprlib.Repr:
+    r = reprlib.Repr()
+    r.maxlevel, r.maxdict, r.maxlist, r.maxtuple, r.maxset, r.maxfrozenset = 3, 6, 6, 6, 6, 6
+    r.maxstring = r.maxother = max(limit, 8)
+    r.maxlong = 40
+    return r
+
+
+_REPRS: dict[int, reprlib.Repr] = {}
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+
+
 def quote(value: object, limit: int = MAX_QUOTED_CHARS) -> str:
-    """``repr(value)``, cut to ``limit`` characters with the full length noted (a long string is cut before
-    its repr is built: quoting a 1 MB value costs no more than quoting a short one)."""
+    """``repr(value)``, cut to ``limit`` characters with the full length noted. The cost is bounded by ``limit``,
+    not by the value: a long string is cut before its repr is built, and a container is shown a few levels and
+    items deep (reprlib), so a 200k-item list or a value nested 1000 deep is described as cheaply as a short one
+    and never raises RecursionError."""
     if isinstance(value, str) and len(value) > limit:
         return f"{value[:limit]!r}... ({len(value)} chars)"
     try:
+        if isinstance(value, _CONTAINERS):
+            r = _REPRS.get(limit) or _REPRS.setdefault(limit, _bounded_repr(limit))
+            text = r.repr(value)
+            more = f" ({len(value)} items)" if len(value) > 6 else ""
+            return f"{text[:limit]}...{more}" if len(text) > limit else text + more
         text = repr(value)
-    except ValueError:  # e.g. an int of more than 4300 digits
+    except (ValueError, RecursionError):  # e.g. an int of more than 4300 digits
         return f"<{type(value).__name__} too large to show>"
     if len(text) <= limit:
         return text

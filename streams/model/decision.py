@@ -50,6 +50,8 @@ class ReasonCode(StrEnum):
     #: on_behalf_of names a principal that neither the verified token nor a signed delegation grant proves
     #: (streams/model/delegation.py): a claim is not a proof
     DELEGATION_UNPROVEN = "delegation_unproven"
+    #: deciding the request failed inside pdx (a bug): fail closed, audited, and the request dead-lettered too
+    EVALUATION_FAILED = "evaluation_failed"
     #: the approval request a step_up opened was denied by an approver, or expired before anyone granted it
     #: (decided by the client that waited: PolicyClient.check(wait_for_approval=...))
     APPROVAL_DENIED = "approval_denied"

@@ -88,7 +88,11 @@ def evaluate(
     (streams/model/delegation.py); an unproven chain is denied ``delegation_unproven`` before the engine runs."""
     t0 = perf_counter_ns()
     if now.tzinfo is not UTC:
-        now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+        try:
+            now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+        except (OverflowError, ValueError):  # an offset that pushes the clock out of range: fail closed
+            clock = Reason(ReasonCode.INVALID_REQUEST.value, "the evaluation time is out of range; failing closed")
+            return _builtin_deny(request, clock, bundle.version if bundle else "", now.replace(tzinfo=UTC), t0)
     if bundle is None:
         return _builtin_deny(request, NO_POLICY, "", now, t0)
     version = bundle.version

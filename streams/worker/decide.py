@@ -147,13 +147,41 @@ class Decider:
         return [self._decide_guarded(m) for m in msgs]
 
     def _decide_guarded(self, msg: Incoming) -> Planned:
-        """``decide``, and if a bug makes it raise anyway: no reply (the caller's deadline denies), the request
-        dead-lettered with the error, and the worker goes on with the rest of the fetch."""
+        """``decide``, and if a bug makes it raise anyway: fail closed. The request is denied
+        ``evaluation_failed``, audited and answered when its id and reply route can be read, and dead-lettered
+        with the error in any case; the worker goes on with the rest of the fetch."""
         try:
             return self.decide(msg)
         except Exception as exc:  # one request must never stop the worker
             log.exception("deciding %s[%s]@%s failed", msg.topic, msg.partition, msg.offset)
-            return Planned(None, dead_letter=self._dead_letter(msg, f"internal error: {type(exc).__name__}: {exc}"))
+            error = f"internal error: {type(exc).__name__}: {str(exc)[:200]}"
+            planned = self._failed_deny(msg, error)
+            planned.dead_letter = self._dead_letter(msg, error)
+            return planned
+
+    def _failed_deny(self, msg: Incoming, error: str) -> Planned:
+        """An audited ``evaluation_failed`` deny for a request whose decision raised (nothing but the DLQ entry
+        when even that cannot be built: then the caller's deadline denies)."""
+        try:
+            received_at = self.clock()
+            request_dict = limits.shrink(wire.decode_as("AccessRequest", msg.value), self.limits)
+            rid = str(request_dict.get("request_id") or "")
+            reply_to = request_dict.get("reply_to") or ""
+            reply_partition = request_dict.get("reply_partition")
+            decision = self._fail_closed(rid, ReasonCode.EVALUATION_FAILED,
+                                         "pdx could not evaluate this request (an internal error); failing closed")
+            decision_dict = decision.to_dict()
+            decision_msg = wire.encode("Decision", decision_dict, trusted=True)
+            audited = self.redactor.redact(request_dict) or request_dict
+            planned = Planned(rid, audit=self._audit(msg, None, audited, decision_dict, decision_msg, None,
+                                                     received_at, decision))
+            if reply_to and self.route_error(reply_to, reply_partition) is None:
+                key = rid.encode()
+                planned.reply = Out(reply_to, key, decision_msg, reply_partition, [("correlation_id", key)])
+            return planned
+        except Exception:
+            log.exception("could not even audit the failure of %s[%s]@%s", msg.topic, msg.partition, msg.offset)
+            return Planned(None)
 
     def decide(self, msg: Incoming) -> Planned:
         """Decide one request; never raises for bad input (it becomes a deny and/or a DLQ entry)."""

@@ -250,7 +250,7 @@ async def test_request_limits_come_from_the_settings(loaded_state: WorkerState) 
     assert reason(producer) == ("deny", "request_too_large")
 
 
-async def test_a_bug_while_deciding_one_request_dead_letters_it_and_the_rest_are_decided(
+async def test_a_bug_while_deciding_one_request_fails_closed_audited_and_the_rest_are_decided(
     loaded_state: WorkerState,
 ) -> None:
     class Exploding(dict):  # type: ignore[type-arg]
@@ -261,7 +261,10 @@ async def test_a_bug_while_deciding_one_request_dead_letters_it_and_the_rest_are
 
     loaded_state.identities = Exploding(loaded_state.identities)
     out = await decide(loaded_state, encoded(request_id="a", identity="agent-intern"), encoded(request_id="b"))
-    assert [r.key for r in out.on(config.TOPIC_DECISIONS)] == [b"b"]
+    assert [r.key for r in out.on(config.TOPIC_DECISIONS)] == [b"a", b"b"]
+    assert reason(out, 0) == ("deny", "evaluation_failed")  # an answer, never an allow, and no wait for a deadline
+    assert [r.key for r in out.on(config.TOPIC_AUDIT)] == [b"a", b"b"] and audited_reason(out, 0) == (
+        "deny", "evaluation_failed")
     [dlq] = out.on(config.TOPIC_DLQ)
     assert dict(dlq.headers)["error"].startswith(b"internal error: RuntimeError: boom")
 
