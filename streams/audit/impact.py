@@ -66,7 +66,7 @@ PRE_POLICY_CODES = frozenset(
     code.value for code in ReasonCode
     if code.name.startswith("TOKEN_")
     or code in (ReasonCode.DEADLINE_EXPIRED, ReasonCode.INVALID_REPLY_ROUTE, ReasonCode.REQUEST_TOO_LARGE,
-                ReasonCode.DELEGATION_UNPROVEN)
+                ReasonCode.DELEGATION_UNPROVEN, ReasonCode.EVALUATION_FAILED)
 )
 
 
