@@ -421,3 +421,58 @@ def _fingerprint_table(names: Iterable[str] | None = None) -> str:
 
 if __name__ == "__main__":  # python -m streams.contracts.wire: the fingerprints table for schemas/README.md
     print(_fingerprint_table())
+
+
+# ---- the head of an oversized request -----------------------------------------------------------------------
+
+#: What an oversized AccessRequest is read for: who asked for what, and where the deny goes. The rest (the
+#: attribute maps, on_behalf_of, the token) is skipped by the decoder without building Python objects.
+_HEAD_DROPPED = {"AccessRequest": ("on_behalf_of", "token"), "Resource": ("attributes",),
+                 "RequestContext": ("attributes",)}
+_HEADS: dict[bytes, Any] = {}
+
+
+def _head_reader(schema: dict[str, Any]) -> dict[str, Any]:
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            if node.get("type") == "record":
+                dropped = _HEAD_DROPPED.get(str(node.get("name", "")).rpartition(".")[2], ())
+                return {**node, "fields": [{**f, "type": strip(f["type"])} for f in node["fields"]
+                                           if f["name"] not in dropped]}
+            return {k: strip(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [strip(x) for x in node]
+        return node
+
+    return strip(schema)  # type: ignore[no-any-return]
+
+
+def decode_request_head(data: bytes) -> dict[str, Any]:
+    """An AccessRequest too large to decode whole, read only for its head: every field but the attribute maps,
+    ``on_behalf_of`` and ``token``, which come back empty. Skipping costs a fraction of decoding (no Python
+    objects are built for the skipped values), so an oversized request cannot buy a worker's time with its
+    size. WireError as :func:`decode` for bytes that are not an AccessRequest. A body cut inside a skipped value
+    may go unnoticed: harmless, since the head is only read to deny the request ``request_too_large``."""
+    if data[:2] != MAGIC or len(data) < HEADER_LEN:
+        return decode_as("AccessRequest", data)  # the precise error
+    fp = bytes(data[2:HEADER_LEN])
+    entry = _BY_FINGERPRINT.get(fp)
+    if entry is None or entry[0] != "AccessRequest":
+        return decode_as("AccessRequest", data)
+    reader = _HEADS.get(fp)
+    if reader is None:
+        reader = _HEADS[fp] = parse_schema(_head_reader(_CODECS["AccessRequest"].schema), {})
+    body = BytesIO(data)
+    body.seek(HEADER_LEN)
+    try:
+        obj = schemaless_reader(body, entry[1], reader)
+    except Exception as exc:  # EOFError, StopIteration, UnicodeDecodeError, IndexError, ...
+        raise WireError(f"corrupt AccessRequest body: {type(exc).__name__}: {str(exc) or 'unexpected end'}") from exc
+    if body.tell() != len(data):  # a skip past the end does not raise: check where it ended
+        raise WireError(f"corrupt AccessRequest body: the datum ends at {body.tell()} of {len(data)} bytes")
+    if not isinstance(obj, dict):
+        raise WireError("corrupt AccessRequest body: not a record")
+    obj["on_behalf_of"], obj["token"] = [], None
+    obj["resource"]["attributes"] = {}
+    obj["context"]["attributes"] = {}
+    return obj

@@ -187,8 +187,9 @@ class Decider:
         """Decide one request; never raises for bad input (it becomes a deny and/or a DLQ entry)."""
         received_at = self.clock()
         raw = msg.value
-        try:
-            request_dict = wire.decode_as("AccessRequest", raw)
+        try:  # past the byte limit only the head is read: the deny must not cost more than a normal request
+            oversized = len(raw) > self.limits.max_message_bytes
+            request_dict = wire.decode_request_head(raw) if oversized else wire.decode_as("AccessRequest", raw)
         except wire.WireError as exc:
             return Planned(None, dead_letter=self._dead_letter(msg, str(exc)))
         too_large = limits.exceeded(len(raw), request_dict, self.limits)

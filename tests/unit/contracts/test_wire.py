@@ -661,3 +661,22 @@ def test_access_request_property_round_trip(obj: dict[str, Any]) -> None:
     data = wire.encode("AccessRequest", obj)
     assert data[:10] == b"\xc3\x01" + wire.fingerprint("AccessRequest")
     assert wire.decode(data) == ("AccessRequest", obj)
+
+
+def test_the_head_of_an_oversized_request_skips_its_bulk() -> None:
+    """Issue 24: an oversized request is read only for who asked for what and where the deny goes."""
+    req = full_request()
+    req["resource"]["attributes"] = {f"k{i}": "v" for i in range(1000)}
+    req["context"]["attributes"] = {"a": "b"}
+    raw = wire.encode("AccessRequest", req)
+    head = wire.decode_request_head(raw)
+    assert head["request_id"] == req["request_id"] and head["reply_to"] == req["reply_to"]
+    assert head["resource"]["id"] == req["resource"]["id"] and head["resource"]["attributes"] == {}
+    assert head["context"]["attributes"] == {} and head["on_behalf_of"] == [] and head["token"] is None
+    with pytest.raises(wire.WireError):  # cut inside the fields it reads
+        wire.decode_request_head(raw[:HEADER_CUT])
+    with pytest.raises(wire.WireError):
+        wire.decode_request_head(wire.encode("Approval", minimal_approval()))
+
+
+HEADER_CUT = 14  # the marker, the fingerprint and a few bytes of request_id
