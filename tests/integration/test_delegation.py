@@ -29,7 +29,7 @@ from streams.contracts import signing, wire
 from streams.devservices import procs
 from streams.devservices.issuer import mint
 from streams.devservices.workers import spawn_worker, wait_until_ready
-from streams.grants import grant_request, pending
+from streams.grants import follow, grant_request, pending
 from streams.kafka import clients
 from streams.kafka.state import put_approval
 from streams.model import approval_request as apq
@@ -248,3 +248,23 @@ async def test_a_worker_restart_while_the_caller_waits(client: PolicyClient, pip
     await grant_request(cfg, opened[0].approval_request_id, timedelta(minutes=30), "carol")
     d = await waiting
     assert (d.decision, d.reason_codes) == ("allow", ["config_write_preapproved"])
+
+
+async def test_watch_follows_new_approval_requests(client: PolicyClient) -> None:
+    """What `pdx approvals watch` (and a chat-ops bot) sees: each new request as it is opened, signed by a worker."""
+    run = uuid.uuid4().hex[:8]
+    cfg = settings.load()
+    seen: list[Any] = []
+
+    async def watch() -> None:
+        async for found in follow(cfg):
+            if found.record.resource_id == f"cfg-{run}":
+                seen.append(found)
+                return
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(1.0)  # positioned at the end of every partition before the step_up
+    aid = await _step_up_id(client, run, mint(cfg, delegated_claims("alice", [AGENT], 600)))
+    await asyncio.wait_for(watcher, PROPAGATION_S)
+    [found] = seen
+    assert found.trusted and found.record.approval_request_id == aid and found.record.status == apq.OPEN
