@@ -5,12 +5,13 @@ Values can be overridden with ``PDX_*`` environment variables; defaults point at
 started by ``pdx dev up``.
 """
 
+# ruff: noqa: RUF009  (setting(...) returns a dataclasses.field, declaring each PDX_* variable once)
 from __future__ import annotations
 
 import dataclasses
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,94 +129,78 @@ CLICKHOUSE_DEV_USERS = {"admin": "pdx_admin", "sink": "pdx_sink", "reader": "pdx
 CLICKHOUSE_CREDENTIALS_FILE = Path("clickhouse") / "credentials.json"
 
 # ---- environment variables ----------------------------------------------------------------------
-ENV_KAFKA_BOOTSTRAP = "PDX_KAFKA_BOOTSTRAP"
-ENV_CLICKHOUSE_URL = "PDX_CLICKHOUSE_URL"
-ENV_STATE_DIR = "PDX_STATE_DIR"
-ENV_KAFKA_PORT = "PDX_KAFKA_PORT"
-ENV_KAFKA_CONTROLLER_PORT = "PDX_KAFKA_CONTROLLER_PORT"
-ENV_CLICKHOUSE_HTTP_PORT = "PDX_CLICKHOUSE_HTTP_PORT"
-ENV_CLICKHOUSE_TCP_PORT = "PDX_CLICKHOUSE_TCP_PORT"
-#: a ClickHouse cluster (remote_servers name): migrations run ON CLUSTER with Replicated + Distributed tables
-ENV_CLICKHOUSE_CLUSTER = "PDX_CLICKHOUSE_CLUSTER"
-ENV_REQUEST_PARTITIONS = "PDX_REQUEST_PARTITIONS"
-ENV_DECISION_PARTITIONS = "PDX_DECISION_PARTITIONS"
-#: replication factor / min.insync.replicas of the topics `pdx topics create` makes; unset: 3 / 2 on a cluster of
-#: 3 or more brokers, else 1 / 1 (streams/kafka/topics.py asks the cluster how many brokers it has)
-ENV_KAFKA_REPLICATION_FACTOR = "PDX_KAFKA_REPLICATION_FACTOR"
-ENV_KAFKA_MIN_INSYNC_REPLICAS = "PDX_KAFKA_MIN_INSYNC_REPLICAS"
-ENV_WORKER_ID = "PDX_WORKER_ID"
-ENV_APP_ID = "PDX_APP_ID"
-ENV_AUDIT_TTL_DAYS = "PDX_AUDIT_TTL_DAYS"
-ENV_TEST_SERVICES = "PDX_TEST_SERVICES"
-ENV_AUDIT_SINK = "PDX_AUDIT_SINK"
-ENV_AUDIT_BATCH_MAX = "PDX_AUDIT_BATCH_MAX"
-ENV_AUDIT_BATCH_WAIT_MS = "PDX_AUDIT_BATCH_WAIT_MS"
-ENV_CACHE_DIR = "PDX_CACHE_DIR"
-ENV_PRODUCER_LINGER_MS = "PDX_PRODUCER_LINGER_MS"
-ENV_READY_FILE = "PDX_READY_FILE"
-ENV_REPLY_TOPICS = "PDX_REPLY_TOPICS"
-ENV_WORKER_BATCH_MAX = "PDX_WORKER_BATCH_MAX"
-ENV_REQUEST_MAX_BYTES = "PDX_REQUEST_MAX_BYTES"
-ENV_REQUEST_MAX_STRING = "PDX_REQUEST_MAX_STRING"
-ENV_REQUEST_MAX_LIST = "PDX_REQUEST_MAX_LIST"
-ENV_REQUEST_MAX_MAP = "PDX_REQUEST_MAX_MAP"
-ENV_REQUEST_MAX_TOKEN = "PDX_REQUEST_MAX_TOKEN"  # noqa: S105 - the variable's name, not a secret
-#: the trusted workload-token issuers and their JWKS (streams/model/tokens.py); unset: no token verifies
-ENV_JWKS_FILE = "PDX_JWKS_FILE"
-#: the dev issuers' JWKS in the keys dir (streams/devservices/issuer.py), used when PDX_JWKS_FILE is not set
-DEV_JWKS_FILE = "jwks.json"
-ENV_KEYS_DIR = "PDX_KEYS_DIR"
-ENV_REDACT_ATTRIBUTES = "PDX_REDACT_ATTRIBUTES"
-#: the Prometheus endpoint's port (streams/metrics.py); 0 or unset: no endpoint
-ENV_METRICS_PORT = "PDX_METRICS_PORT"
-ENV_MAX_DELEGATION_DEPTH = "PDX_MAX_DELEGATION_DEPTH"
-#: attribute-name patterns whose values never reach the audit trail (streams/contracts/redact.py)
-DEFAULT_REDACT_ATTRIBUTES = ("authorization", "token", "secret", "password", "api_key", "cookie", "credential")
+# Each PDX_* setting is declared once, by setting(...) on its field below (Settings, KafkaSecurity,
+# RequestLimits): env name, type, default, bounds, doc and whether it is secret. Settings.from_env reads them
+# all generically; the ENV_* / DEFAULT_* names further down are derived from those declarations.
+
 #: ``PDX_TRUSTED_KEYS_POLICY`` etc.: comma-separated public key files trusted for one kind of signed record
 ENV_TRUSTED_KEYS_PREFIX = "PDX_TRUSTED_KEYS_"
 #: ``PDX_SIGNING_KEY_POLICY`` etc.: the private key file that signs one kind of record (default: keys dir)
 ENV_SIGNING_KEY_PREFIX = "PDX_SIGNING_KEY_"
-#: The kinds of signed records (streams/contracts/signing.py) and the key file stem of each.
-SIGNED_KINDS = ("policy", "inventory", "approval", "audit", "jwks", "delegation")
-
-DEFAULT_KAFKA_PORT = 9092
-DEFAULT_KAFKA_CONTROLLER_PORT = 9093
-DEFAULT_CLICKHOUSE_HTTP_PORT = 8123
-DEFAULT_CLICKHOUSE_TCP_PORT = 9000
-DEFAULT_STATE_DIR = ".pdx"
-DEFAULT_REQUEST_PARTITIONS = 4
-DEFAULT_DECISION_PARTITIONS = 8
-DEFAULT_APP_ID = "pdx-decider"
-DEFAULT_AUDIT_TTL_DAYS = 400
-#: Most principals a request may act through (AccessRequest.on_behalf_of); longer chains are denied
-#: delegation_too_deep before any rule. PDX_MAX_DELEGATION_DEPTH changes it.
-DEFAULT_MAX_DELEGATION_DEPTH = 4
-
-
-ENV_KAFKA_SECURITY_PROTOCOL = "PDX_KAFKA_SECURITY_PROTOCOL"
-ENV_KAFKA_SASL_MECHANISM = "PDX_KAFKA_SASL_MECHANISM"
-ENV_KAFKA_SASL_USERNAME = "PDX_KAFKA_SASL_USERNAME"
-ENV_KAFKA_SASL_PASSWORD = "PDX_KAFKA_SASL_PASSWORD"  # noqa: S105 - the variable's name, not a secret
-ENV_KAFKA_SSL_CAFILE = "PDX_KAFKA_SSL_CAFILE"
-ENV_KAFKA_SSL_CERTFILE = "PDX_KAFKA_SSL_CERTFILE"
-ENV_KAFKA_SSL_KEYFILE = "PDX_KAFKA_SSL_KEYFILE"
 #: ClickHouse login for every role (``PDX_CLICKHOUSE_USER`` / ``PDX_CLICKHOUSE_PASSWORD``), or for one role
 #: (``PDX_CLICKHOUSE_ADMIN_USER`` / ``PDX_CLICKHOUSE_ADMIN_PASSWORD``, ``..._SINK_...``, ``..._READER_...``)
-ENV_CLICKHOUSE_USER = "PDX_CLICKHOUSE_USER"
-ENV_CLICKHOUSE_PASSWORD = "PDX_CLICKHOUSE_PASSWORD"  # noqa: S105 - the variable's name, not a secret
 ENV_CLICKHOUSE_ROLE_PREFIX = "PDX_CLICKHOUSE_"
-ENV_CLICKHOUSE_ADMIN_USER = "PDX_CLICKHOUSE_ADMIN_USER"
-ENV_CLICKHOUSE_ADMIN_PASSWORD = "PDX_CLICKHOUSE_ADMIN_PASSWORD"  # noqa: S105
-ENV_CLICKHOUSE_SINK_USER = "PDX_CLICKHOUSE_SINK_USER"
-ENV_CLICKHOUSE_SINK_PASSWORD = "PDX_CLICKHOUSE_SINK_PASSWORD"  # noqa: S105
-ENV_CLICKHOUSE_READER_USER = "PDX_CLICKHOUSE_READER_USER"
-ENV_CLICKHOUSE_READER_PASSWORD = "PDX_CLICKHOUSE_READER_PASSWORD"  # noqa: S105
-#: a dev credentials file (what `pdx dev up` writes; default <state_dir>/clickhouse/credentials.json)
-ENV_CLICKHOUSE_CREDENTIALS = "PDX_CLICKHOUSE_CREDENTIALS"
+#: the dev issuers' JWKS in the keys dir (streams/devservices/issuer.py), used when PDX_JWKS_FILE is not set
+DEV_JWKS_FILE = "jwks.json"
+#: attribute-name patterns whose values never reach the audit trail (streams/contracts/redact.py)
+DEFAULT_REDACT_ATTRIBUTES = ("authorization", "token", "secret", "password", "api_key", "cookie", "credential")
+#: The kinds of signed records (streams/contracts/signing.py) and the key file stem of each.
+SIGNED_KINDS = ("policy", "inventory", "approval", "audit", "jwks", "delegation")
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 TEST_SERVICE_MODES = ("local", "containers")
+
+#: How a setting's text is turned into its value (see _Env.read).
+SETTING_KINDS = ("text", "int", "choice", "onoff", "path", "file", "list", "custom")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The one declaration of a ``PDX_*`` setting (attached to its dataclass field by :func:`setting`)."""
+
+    env: str
+    doc: str
+    kind: str = "text"
+    #: the value when the variable is unset or empty (already of the field's type); None: no value
+    default: Any = None
+    #: a default computed from the fields read before it (by field name), e.g. the bootstrap from the port
+    derive: Callable[[Mapping[str, Any]], Any] | None = None
+    low: int | None = None
+    high: int | None = None
+    choices: tuple[str, ...] = ()
+    #: never printed (``pdx config`` masks it, repr leaves it out)
+    secret: bool = False
+    #: after parsing: validate or normalise the value, ``check(env name, value) -> value`` (ConfigError if bad)
+    check: Callable[[str, Any], Any] | None = None
+    #: kind "custom": reads the value itself from the variables in ``envs`` (prefix families like PDX_SIGNING_KEY_*)
+    read: Callable[[_Env], Any] | None = None
+    envs: tuple[str, ...] = ()
+
+
+def setting(env: str, doc: str, *, required: bool = False, **spec: Any) -> Any:
+    """A dataclass field declared by its ``PDX_*`` variable; ``required``: the dataclass itself has no default
+    (``from_env`` still has one, ``default`` or ``derive``)."""
+    s = Setting(env=env, doc=doc, **spec)
+    if s.kind not in SETTING_KINDS:
+        raise ValueError(f"setting {env}: unknown kind {s.kind!r}")
+    meta = {"setting": s}
+    repr_ = not s.secret
+    if required:
+        return field(metadata=meta, repr=repr_)
+    if isinstance(s.default, (dict, list)):
+        value = s.default
+        return field(default_factory=lambda: type(value)(value), metadata=meta, repr=repr_)
+    return field(default=s.default, metadata=meta, repr=repr_)
+
+
+def group(**kw: Any) -> Any:
+    """A field holding a dataclass of settings (KafkaSecurity, RequestLimits), read field by field."""
+    return field(metadata={"group": True}, **kw)
+
+
+def _resolved(_: str, value: Path) -> Path:
+    return value.resolve()
 
 
 def default_worker_id() -> str:
@@ -223,17 +208,33 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def _kafka_security_post(values: dict[str, Any]) -> dict[str, Any]:
+    protocol = values["protocol"]
+    if not protocol.startswith("SASL"):
+        values["sasl_mechanism"] = None
+    env = _ENV_OF_KAFKA_SECURITY
+    if protocol.startswith("SASL") and not (values["sasl_username"] and values["sasl_password"]):
+        raise ConfigError(f"{env['protocol']}={protocol} needs {env['sasl_username']} and {env['sasl_password']}")
+    if (values["ssl_certfile"] is None) != (values["ssl_keyfile"] is None):
+        raise ConfigError(f"set both {env['ssl_certfile']} and {env['ssl_keyfile']} (a client certificate "
+                          "and its key), or neither")
+    return values
+
+
 @dataclass(frozen=True)
 class KafkaSecurity:
     """How every Kafka client authenticates (streams/kafka/clients.py applies it to each client it builds)."""
 
-    protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
-    sasl_username: str | None = None
-    sasl_password: str | None = field(default=None, repr=False)  # never printed
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
+    protocol: str = setting("PDX_KAFKA_SECURITY_PROTOCOL", "how Kafka clients connect", kind="choice",
+                            default="PLAINTEXT", choices=SECURITY_PROTOCOLS)
+    sasl_mechanism: str | None = setting("PDX_KAFKA_SASL_MECHANISM", "SASL mechanism (SASL_* protocols only)",
+                                         kind="choice", default=None, choices=SASL_MECHANISMS,
+                                         derive=lambda v: "SCRAM-SHA-512" if v["protocol"].startswith("SASL") else None)
+    sasl_username: str | None = setting("PDX_KAFKA_SASL_USERNAME", "SASL user")
+    sasl_password: str | None = setting("PDX_KAFKA_SASL_PASSWORD", "SASL password", secret=True)  # never printed
+    ssl_cafile: Path | None = setting("PDX_KAFKA_SSL_CAFILE", "CA bundle for the brokers' certificates", kind="file")
+    ssl_certfile: Path | None = setting("PDX_KAFKA_SSL_CERTFILE", "client certificate (with its key)", kind="file")
+    ssl_keyfile: Path | None = setting("PDX_KAFKA_SSL_KEYFILE", "client certificate's key", kind="file")
 
     @property
     def uses_ssl(self) -> bool:
@@ -272,14 +273,30 @@ class RequestLimits:
     string to string, so a decoded request is never deeper than that (see streams.contracts.limits).
     """
 
-    max_message_bytes: int = 65536
-    max_string_chars: int = 4096
-    max_list_items: int = 64
-    max_map_entries: int = 64
-    max_token_chars: int = 8192
+    max_message_bytes: int = setting("PDX_REQUEST_MAX_BYTES", "largest encoded request", kind="int", default=65536,
+                                     low=1024, high=16 * 1024 * 1024)
+    max_string_chars: int = setting("PDX_REQUEST_MAX_STRING", "longest string in a request", kind="int",
+                                    default=4096, low=64, high=1024 * 1024)
+    max_list_items: int = setting("PDX_REQUEST_MAX_LIST", "most on_behalf_of items", kind="int", default=64,
+                                  low=1, high=100_000)
+    max_map_entries: int = setting("PDX_REQUEST_MAX_MAP", "most entries in each attribute map", kind="int",
+                                   default=64, low=1, high=100_000)
+    max_token_chars: int = setting("PDX_REQUEST_MAX_TOKEN", "longest token (JWT)", kind="int", default=8192,
+                                   low=256, high=1024 * 1024)
 
 
 DEFAULT_REQUEST_LIMITS = RequestLimits()
+
+
+def _check_reply_topics(name: str, topics: tuple[str, ...]) -> tuple[str, ...]:
+    for pattern in topics:
+        covered = [p for p in PROTECTED_TOPICS if _matches(p, pattern)]
+        if covered:
+            raise ConfigError(
+                f"environment variable {name} allows {quote(pattern, 40)}, which covers {covered[0]}: "
+                "replies must never go to request, state, audit or DLQ topics"
+            )
+    return topics
 
 
 @dataclass(frozen=True)
@@ -298,118 +315,113 @@ class Settings:
     else the server's ``default`` user without a password. A user in ``PDX_CLICKHOUSE_URL`` wins over all.
     """
 
-    state_dir: Path
-    cache_dir: Path
-    kafka_port: int
-    kafka_controller_port: int
-    clickhouse_http_port: int
-    clickhouse_tcp_port: int
-    kafka_bootstrap: str
-    clickhouse_url: str
-    request_partitions: int
-    decision_partitions: int
-    app_id: str
-    worker_id: str
+    state_dir: Path = setting("PDX_STATE_DIR", "dev services' state (data, logs, keys, credentials)", kind="path",
+                              default=Path(".pdx"), check=_resolved, required=True)
+    cache_dir: Path = setting("PDX_CACHE_DIR", "downloads (Kafka, ClickHouse, JDK)", kind="path", required=True,
+                              derive=lambda v: Path.home() / ".cache" / "pdx")
+    kafka_port: int = setting("PDX_KAFKA_PORT", "dev Kafka broker port", kind="int", default=9092, low=1,
+                              high=65535, required=True)
+    kafka_controller_port: int = setting("PDX_KAFKA_CONTROLLER_PORT", "dev Kafka controller port", kind="int",
+                                         default=9093, low=1, high=65535, required=True)
+    clickhouse_http_port: int = setting("PDX_CLICKHOUSE_HTTP_PORT", "dev ClickHouse HTTP port", kind="int",
+                                        default=8123, low=1, high=65535, required=True)
+    clickhouse_tcp_port: int = setting("PDX_CLICKHOUSE_TCP_PORT", "dev ClickHouse native port", kind="int",
+                                       default=9000, low=1, high=65535, required=True)
+    kafka_bootstrap: str = setting("PDX_KAFKA_BOOTSTRAP", "Kafka bootstrap servers", required=True,
+                                   derive=lambda v: f"127.0.0.1:{v['kafka_port']}")
+    clickhouse_url: str = setting("PDX_CLICKHOUSE_URL", "ClickHouse HTTP URL", required=True,
+                                  derive=lambda v: f"http://127.0.0.1:{v['clickhouse_http_port']}")
+    request_partitions: int = setting("PDX_REQUEST_PARTITIONS", "partitions of pdx.requests", kind="int",
+                                      default=4, low=1, required=True)
+    decision_partitions: int = setting("PDX_DECISION_PARTITIONS", "partitions of pdx.decisions", kind="int",
+                                       default=8, low=1, required=True)
+    app_id: str = setting("PDX_APP_ID", "worker consumer group / application id", default="pdx-decider",
+                          required=True)
+    worker_id: str = setting("PDX_WORKER_ID", "this worker's id in decisions and audit rows (default host-pid)",
+                             derive=lambda v: default_worker_id(), required=True)
     #: worker producer linger: 0 is lowest latency; a few ms batch replies and audit records (less CPU per decision)
-    producer_linger_ms: int
-    audit_ttl_days: int
+    producer_linger_ms: int = setting("PDX_PRODUCER_LINGER_MS", "worker producer linger (ms)", kind="int", default=1,
+                                      low=0, high=60_000, required=True)
+    audit_ttl_days: int = setting("PDX_AUDIT_TTL_DAYS", "audit rows kept this many days", kind="int", default=400,
+                                  low=1, required=True)
     #: whether a worker runs the audit sink itself (False: a separate `pdx sink` process does)
-    audit_sink: bool
-    audit_batch_max: int
-    audit_batch_wait_ms: int
+    audit_sink: bool = setting("PDX_AUDIT_SINK", "whether a worker runs the audit sink itself", kind="onoff",
+                               default=True, required=True)
+    audit_batch_max: int = setting("PDX_AUDIT_BATCH_MAX", "most audit rows per ClickHouse insert", kind="int",
+                                   default=5000, low=1, required=True)
+    audit_batch_wait_ms: int = setting("PDX_AUDIT_BATCH_WAIT_MS", "longest wait before an audit insert (ms)",
+                                       kind="int", default=1000, low=0, required=True)
     #: written by a worker once it decides (state loaded, partitions assigned); None: not written
-    ready_file: Path | None
-    test_services: str
-    kafka_security: KafkaSecurity
+    ready_file: Path | None = setting("PDX_READY_FILE", "written by a worker once it decides", kind="path",
+                                      required=True)
+    test_services: str = setting("PDX_TEST_SERVICES", "how integration tests get Kafka and ClickHouse",
+                                 kind="choice", default="local", choices=TEST_SERVICE_MODES, required=True)
+    kafka_security: KafkaSecurity = group()
     #: where replies may go: exact topic names, or prefixes ending in ``*`` (never state, audit or DLQ topics)
-    reply_topics: tuple[str, ...] = DEFAULT_REPLY_TOPICS
+    reply_topics: tuple[str, ...] = setting("PDX_REPLY_TOPICS", "topics replies may go to (names or prefix*)",
+                                            kind="list", default=DEFAULT_REPLY_TOPICS, check=_check_reply_topics)
     #: most requests one worker takes from one fetch and decides together
-    worker_batch_max: int = 2000
+    worker_batch_max: int = setting("PDX_WORKER_BATCH_MAX", "most requests decided together", kind="int",
+                                    default=2000, low=1, high=100_000)
     #: size limits of one AccessRequest; larger requests are denied request_too_large
-    request_limits: RequestLimits = DEFAULT_REQUEST_LIMITS
+    request_limits: RequestLimits = group(default=DEFAULT_REQUEST_LIMITS)
     #: where dev signing keys live (``<kind>.key`` private, ``<kind>*.pub`` trusted); default <state_dir>/keys
-    keys_dir: Path | None = None
+    keys_dir: Path | None = setting("PDX_KEYS_DIR", "signing keys directory (default <state_dir>/keys)", kind="path",
+                                    check=_resolved)
     #: per kind, the public key files trusted for it (from PDX_TRUSTED_KEYS_<KIND>); a kind missing here
     #: trusts the ``<keys_dir>/<kind>*.pub`` files (two files at once during a key rotation)
-    trusted_key_files: Mapping[str, tuple[Path, ...]] = field(default_factory=dict)
+    trusted_key_files: Mapping[str, tuple[Path, ...]] = setting(
+        ENV_TRUSTED_KEYS_PREFIX + "<KIND>", "public key files trusted per kind (comma-separated)", kind="custom",
+        default={}, read=lambda e: _trusted_key_files(e),
+        envs=tuple(ENV_TRUSTED_KEYS_PREFIX + k.upper() for k in SIGNED_KINDS))
     #: per kind, the private key file that signs it (from PDX_SIGNING_KEY_<KIND>); default <keys_dir>/<kind>.key
-    signing_key_files: Mapping[str, Path] = field(default_factory=dict)
+    signing_key_files: Mapping[str, Path] = setting(
+        ENV_SIGNING_KEY_PREFIX + "<KIND>", "private key file signing each kind", kind="custom", default={},
+        read=lambda e: _signing_key_files(e), envs=tuple(ENV_SIGNING_KEY_PREFIX + k.upper() for k in SIGNED_KINDS))
     #: ClickHouse logins from the environment: per role (PDX_CLICKHOUSE_<ROLE>_USER/_PASSWORD) and, under
     #: ``"*"``, for every role (PDX_CLICKHOUSE_USER/_PASSWORD); see :meth:`clickhouse_login` for the order
-    clickhouse_logins: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    clickhouse_logins: Mapping[str, tuple[str, str]] = setting(
+        ENV_CLICKHOUSE_ROLE_PREFIX + "[<ROLE>_]USER/PASSWORD", "ClickHouse logins per role", kind="custom",
+        default={}, secret=True, read=lambda e: _clickhouse_logins(e),
+        envs=tuple(f"{ENV_CLICKHOUSE_ROLE_PREFIX}{p}{w}" for p in ["", *(f"{r.upper()}_" for r in CLICKHOUSE_ROLES)]
+                   for w in ("USER", "PASSWORD")))
     #: the dev credentials file (PDX_CLICKHOUSE_CREDENTIALS); None: <state_dir>/clickhouse/credentials.json
-    clickhouse_credentials: Path | None = None
+    clickhouse_credentials: Path | None = setting(
+        "PDX_CLICKHOUSE_CREDENTIALS", "dev credentials file (default <state_dir>/clickhouse/credentials.json)",
+        kind="path")
     #: PDX_CLICKHOUSE_CLUSTER: the cluster the audit schema is migrated on (streams/audit/migrate.py); None: one node
-    clickhouse_cluster: str | None = None
+    clickhouse_cluster: str | None = setting("PDX_CLICKHOUSE_CLUSTER", "ClickHouse cluster for ON CLUSTER migrations",
+                                             check=lambda _, raw: _cluster_name(raw))
     #: attribute-name patterns redacted from audit records (values shaped like JWTs / bearer tokens always are)
-    redact_attributes: tuple[str, ...] = DEFAULT_REDACT_ATTRIBUTES
+    redact_attributes: tuple[str, ...] = setting("PDX_REDACT_ATTRIBUTES", "attribute names redacted from audit",
+                                                 kind="list", default=DEFAULT_REDACT_ATTRIBUTES)
     #: trusted workload-token issuers with their JWKS (PDX_JWKS_FILE); None: a request with a token is denied
-    jwks_file: Path | None = None
+    jwks_file: Path | None = setting("PDX_JWKS_FILE", "trusted token issuers' JWKS", kind="file")
     #: port of this process's Prometheus endpoint (PDX_METRICS_PORT, streams/metrics.py); 0: none
-    metrics_port: int = 0
+    metrics_port: int = setting("PDX_METRICS_PORT", "Prometheus endpoint port (0: none)", kind="int", default=0,
+                                low=0, high=65535)
     #: most principals a request may act through (PDX_MAX_DELEGATION_DEPTH); longer: delegation_too_deep
-    max_delegation_depth: int = DEFAULT_MAX_DELEGATION_DEPTH
+    max_delegation_depth: int = setting("PDX_MAX_DELEGATION_DEPTH", "most principals a request may act through",
+                                        kind="int", default=4, low=1, high=64)
     #: replication factor of pdx's topics (PDX_KAFKA_REPLICATION_FACTOR); None: from the broker count (3, or 1)
-    kafka_replication_factor: int | None = None
+    kafka_replication_factor: int | None = setting("PDX_KAFKA_REPLICATION_FACTOR", "topics' replication factor",
+                                                   kind="int", low=1, high=32767)
     #: min.insync.replicas of pdx's topics (PDX_KAFKA_MIN_INSYNC_REPLICAS); None: 2 with 3+ replicas, else 1
-    kafka_min_insync_replicas: int | None = None
+    kafka_min_insync_replicas: int | None = setting("PDX_KAFKA_MIN_INSYNC_REPLICAS", "topics' min.insync.replicas",
+                                                    kind="int", low=1, high=32767)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Settings from ``env`` (default: the process environment); ConfigError naming the variable if a
         value is unusable."""
+        return cls.from_env_explained(env)[0]
+
+    @classmethod
+    def from_env_explained(cls, env: Mapping[str, str] | None = None) -> tuple[Settings, list[Origin]]:
+        """Settings from ``env`` and, for every declared setting, where its value came from."""
         e = _Env(os.environ if env is None else env)
-        kafka_port = e.port(ENV_KAFKA_PORT, DEFAULT_KAFKA_PORT)
-        http_port = e.port(ENV_CLICKHOUSE_HTTP_PORT, DEFAULT_CLICKHOUSE_HTTP_PORT)
-        ready = e.text(ENV_READY_FILE, "")
-        return cls(
-            state_dir=Path(e.text(ENV_STATE_DIR, DEFAULT_STATE_DIR)).resolve(),
-            cache_dir=Path(e.text(ENV_CACHE_DIR, "") or Path.home() / ".cache" / "pdx"),
-            kafka_port=kafka_port,
-            kafka_controller_port=e.port(ENV_KAFKA_CONTROLLER_PORT, DEFAULT_KAFKA_CONTROLLER_PORT),
-            clickhouse_http_port=http_port,
-            clickhouse_tcp_port=e.port(ENV_CLICKHOUSE_TCP_PORT, DEFAULT_CLICKHOUSE_TCP_PORT),
-            kafka_bootstrap=e.text(ENV_KAFKA_BOOTSTRAP, "") or f"127.0.0.1:{kafka_port}",
-            clickhouse_url=e.text(ENV_CLICKHOUSE_URL, "") or f"http://127.0.0.1:{http_port}",
-            request_partitions=e.integer(ENV_REQUEST_PARTITIONS, DEFAULT_REQUEST_PARTITIONS, low=1),
-            decision_partitions=e.integer(ENV_DECISION_PARTITIONS, DEFAULT_DECISION_PARTITIONS, low=1),
-            app_id=e.text(ENV_APP_ID, DEFAULT_APP_ID) or DEFAULT_APP_ID,
-            worker_id=e.text(ENV_WORKER_ID, "") or default_worker_id(),
-            producer_linger_ms=e.integer(ENV_PRODUCER_LINGER_MS, 1, low=0, high=60_000),
-            audit_ttl_days=e.integer(ENV_AUDIT_TTL_DAYS, DEFAULT_AUDIT_TTL_DAYS, low=1),
-            audit_sink=e.choice(ENV_AUDIT_SINK, "on", ("on", "off")) == "on",
-            audit_batch_max=e.integer(ENV_AUDIT_BATCH_MAX, 5000, low=1),
-            audit_batch_wait_ms=e.integer(ENV_AUDIT_BATCH_WAIT_MS, 1000, low=0),
-            ready_file=Path(ready) if ready else None,
-            test_services=e.choice(ENV_TEST_SERVICES, "local", TEST_SERVICE_MODES),
-            kafka_security=_kafka_security(e),
-            reply_topics=_reply_topics(e),
-            worker_batch_max=e.integer(ENV_WORKER_BATCH_MAX, 2000, low=1, high=100_000),
-            request_limits=_request_limits(e),
-            keys_dir=Path(e.text(ENV_KEYS_DIR, "")).resolve() if e.text(ENV_KEYS_DIR, "") else None,
-            trusted_key_files={
-                kind: tuple(Path(x.strip()) for x in raw.split(",") if x.strip())
-                for kind in SIGNED_KINDS
-                if (raw := e.text(ENV_TRUSTED_KEYS_PREFIX + kind.upper(), ""))
-            },
-            redact_attributes=tuple(
-                x.strip() for x in e.text(ENV_REDACT_ATTRIBUTES, ",".join(DEFAULT_REDACT_ATTRIBUTES)).split(",")
-                if x.strip()
-            ),
-            signing_key_files={
-                kind: Path(raw)
-                for kind in SIGNED_KINDS
-                if (raw := e.text(ENV_SIGNING_KEY_PREFIX + kind.upper(), ""))
-            },
-            clickhouse_logins=_clickhouse_logins(e),
-            clickhouse_credentials=Path(raw) if (raw := e.text(ENV_CLICKHOUSE_CREDENTIALS, "")) else None,
-            clickhouse_cluster=_cluster_name(e.text(ENV_CLICKHOUSE_CLUSTER, "")),
-            jwks_file=e.file(ENV_JWKS_FILE),
-            metrics_port=e.integer(ENV_METRICS_PORT, 0, low=0, high=65535),
-            max_delegation_depth=e.integer(ENV_MAX_DELEGATION_DEPTH, DEFAULT_MAX_DELEGATION_DEPTH, low=1, high=64),
-            kafka_replication_factor=e.integer(ENV_KAFKA_REPLICATION_FACTOR, 0, low=1, high=32767) or None,
-            kafka_min_insync_replicas=e.integer(ENV_KAFKA_MIN_INSYNC_REPLICAS, 0, low=1, high=32767) or None,
-        )
+        origins: list[Origin] = []
+        return _read(cls, e, origins, ""), origins
 
     @property
     def token_issuers_file(self) -> Path | None:
@@ -453,6 +465,46 @@ class Settings:
         )
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where one setting's effective value came from (``pdx config``)."""
+
+    env: str
+    field: str
+    value: Any
+    #: "env" (the variable is set), "default", or "derived" (computed from other settings)
+    source: str
+    secret: bool
+    doc: str
+
+
+def _read(cls: type[Any], e: _Env, origins: list[Origin], prefix: str) -> Any:
+    """An instance of the settings dataclass ``cls``, every field read by its declaration."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if "group" in f.metadata:
+            values[f.name] = _read(_GROUPS[f.name], e, origins, f"{prefix}{f.name}.")
+            continue
+        s: Setting = f.metadata["setting"]
+        value, source = e.read(s, values)
+        values[f.name] = value
+        origins.append(Origin(s.env, prefix + f.name, value, source, s.secret, s.doc))
+    post = _POSTS.get(cls)
+    return cls(**(post(values) if post else values))
+
+
+def _trusted_key_files(e: _Env) -> dict[str, tuple[Path, ...]]:
+    return {
+        kind: tuple(Path(x.strip()) for x in raw.split(",") if x.strip())
+        for kind in SIGNED_KINDS
+        if (raw := e.text(ENV_TRUSTED_KEYS_PREFIX + kind.upper(), ""))
+    }
+
+
+def _signing_key_files(e: _Env) -> dict[str, Path]:
+    return {kind: Path(raw) for kind in SIGNED_KINDS if (raw := e.text(ENV_SIGNING_KEY_PREFIX + kind.upper(), ""))}
+
+
 def _host_port(url: str) -> tuple[str, int]:
     from urllib.parse import urlparse
 
@@ -490,32 +542,6 @@ def _clickhouse_logins(e: _Env) -> dict[str, tuple[str, str]]:
     return logins
 
 
-def _request_limits(e: _Env) -> RequestLimits:
-    """The request size limits. Lower bounds keep ordinary requests possible (a uuid request id, a few
-    attributes); upper bounds keep a typo from switching the limits off (16 MiB is beyond any Kafka default)."""
-    d = DEFAULT_REQUEST_LIMITS
-    return RequestLimits(
-        max_message_bytes=e.integer(ENV_REQUEST_MAX_BYTES, d.max_message_bytes, low=1024, high=16 * 1024 * 1024),
-        max_string_chars=e.integer(ENV_REQUEST_MAX_STRING, d.max_string_chars, low=64, high=1024 * 1024),
-        max_list_items=e.integer(ENV_REQUEST_MAX_LIST, d.max_list_items, low=1, high=100_000),
-        max_map_entries=e.integer(ENV_REQUEST_MAX_MAP, d.max_map_entries, low=1, high=100_000),
-        max_token_chars=e.integer(ENV_REQUEST_MAX_TOKEN, d.max_token_chars, low=256, high=1024 * 1024),
-    )
-
-
-def _reply_topics(e: _Env) -> tuple[str, ...]:
-    raw = e.text(ENV_REPLY_TOPICS, "")
-    topics = tuple(t.strip() for t in raw.split(",") if t.strip()) if raw else DEFAULT_REPLY_TOPICS
-    for pattern in topics:
-        covered = [p for p in PROTECTED_TOPICS if _matches(p, pattern)]
-        if covered:
-            raise ConfigError(
-                f"environment variable {ENV_REPLY_TOPICS} allows {quote(pattern, 40)}, which covers {covered[0]}: "
-                "replies must never go to request, state, audit or DLQ topics"
-            )
-    return topics
-
-
 def _matches(topic: str, pattern: str) -> bool:
     if pattern.endswith("*"):
         return topic.startswith(pattern[:-1]) and len(topic) >= len(pattern)
@@ -527,29 +553,6 @@ def reply_topic_allowed(topic: str, allowed: tuple[str, ...]) -> bool:
     if topic in PROTECTED_TOPICS:
         return False
     return any(_matches(topic, pattern) for pattern in allowed)
-
-
-def _kafka_security(e: _Env) -> KafkaSecurity:
-    protocol = e.choice(ENV_KAFKA_SECURITY_PROTOCOL, "PLAINTEXT", SECURITY_PROTOCOLS)
-    sec = KafkaSecurity(
-        protocol=protocol,
-        sasl_mechanism=e.choice(ENV_KAFKA_SASL_MECHANISM, "SCRAM-SHA-512", SASL_MECHANISMS)
-        if protocol.startswith("SASL")
-        else None,
-        sasl_username=e.text(ENV_KAFKA_SASL_USERNAME, "") or None,
-        sasl_password=e.text(ENV_KAFKA_SASL_PASSWORD, "") or None,
-        ssl_cafile=e.file(ENV_KAFKA_SSL_CAFILE),
-        ssl_certfile=e.file(ENV_KAFKA_SSL_CERTFILE),
-        ssl_keyfile=e.file(ENV_KAFKA_SSL_KEYFILE),
-    )
-    if sec.uses_sasl and not (sec.sasl_username and sec.sasl_password):
-        raise ConfigError(
-            f"{ENV_KAFKA_SECURITY_PROTOCOL}={protocol} needs {ENV_KAFKA_SASL_USERNAME} and {ENV_KAFKA_SASL_PASSWORD}"
-        )
-    if (sec.ssl_certfile is None) != (sec.ssl_keyfile is None):
-        raise ConfigError(f"set both {ENV_KAFKA_SSL_CERTFILE} and {ENV_KAFKA_SSL_KEYFILE} (a client certificate "
-                          "and its key), or neither")
-    return sec
 
 
 def _cluster_name(raw: str) -> str | None:
@@ -607,6 +610,117 @@ class _Env:
         if not path.is_file():
             raise ConfigError(f"environment variable {name}={quote(raw, 40)}: no such file")
         return path
+
+
+    def read(self, s: Setting, before: Mapping[str, Any]) -> tuple[Any, str]:
+        """The value of setting ``s`` and its source ("env", "default" or "derived"); ConfigError if bad."""
+        value: Any
+        if s.kind == "custom":
+            assert s.read is not None
+            value = s.read(self)
+            return value, "env" if any(self.text(n, "") for n in s.envs) else "default"
+        raw = self.text(s.env, "")
+        if raw == "":
+            value, source = (s.derive(before), "derived") if s.derive is not None else (s.default, "default")
+            return (s.check(s.env, value) if s.check and value is not None else value), source
+        if s.kind == "int":
+            value = self.integer(s.env, 0, low=s.low, high=s.high)
+        elif s.kind == "choice":
+            value = self.choice(s.env, raw, s.choices)
+        elif s.kind == "onoff":
+            value = self.choice(s.env, raw, ("on", "off")) == "on"
+        elif s.kind == "path":
+            value = Path(raw)
+        elif s.kind == "file":
+            value = self.file(s.env)
+        elif s.kind == "list":
+            value = tuple(x.strip() for x in raw.split(",") if x.strip())
+        else:
+            value = raw
+        return (s.check(s.env, value) if s.check else value), "env"
+
+
+def _declared(cls: type[Any]) -> dict[str, Setting]:
+    return {f.name: f.metadata["setting"] for f in dataclasses.fields(cls) if "setting" in f.metadata}
+
+
+_GROUPS: dict[str, type[Any]] = {"kafka_security": KafkaSecurity, "request_limits": RequestLimits}
+_POSTS: dict[type[Any], Callable[[dict[str, Any]], dict[str, Any]]] = {KafkaSecurity: _kafka_security_post}
+_ENV_OF_KAFKA_SECURITY = {name: s.env for name, s in _declared(KafkaSecurity).items()}
+_S = _declared(Settings)
+_R = _declared(RequestLimits)
+
+
+def declared_settings() -> list[tuple[str, Setting]]:
+    """Every declared setting as (field path, declaration), in Settings order."""
+    out: list[tuple[str, Setting]] = []
+    for f in dataclasses.fields(Settings):
+        if f.name in _GROUPS:
+            out += [(f"{f.name}.{n}", s) for n, s in _declared(_GROUPS[f.name]).items()]
+        else:
+            out.append((f.name, f.metadata["setting"]))
+    return out
+
+
+# The names other modules import, derived from the declarations above (never declared a second time).
+ENV_KAFKA_BOOTSTRAP = _S["kafka_bootstrap"].env
+ENV_CLICKHOUSE_URL = _S["clickhouse_url"].env
+ENV_STATE_DIR = _S["state_dir"].env
+ENV_KAFKA_PORT = _S["kafka_port"].env
+ENV_KAFKA_CONTROLLER_PORT = _S["kafka_controller_port"].env
+ENV_CLICKHOUSE_HTTP_PORT = _S["clickhouse_http_port"].env
+ENV_CLICKHOUSE_TCP_PORT = _S["clickhouse_tcp_port"].env
+ENV_CLICKHOUSE_CLUSTER = _S["clickhouse_cluster"].env
+ENV_REQUEST_PARTITIONS = _S["request_partitions"].env
+ENV_DECISION_PARTITIONS = _S["decision_partitions"].env
+ENV_KAFKA_REPLICATION_FACTOR = _S["kafka_replication_factor"].env
+ENV_KAFKA_MIN_INSYNC_REPLICAS = _S["kafka_min_insync_replicas"].env
+ENV_WORKER_ID = _S["worker_id"].env
+ENV_APP_ID = _S["app_id"].env
+ENV_AUDIT_TTL_DAYS = _S["audit_ttl_days"].env
+ENV_TEST_SERVICES = _S["test_services"].env
+ENV_AUDIT_SINK = _S["audit_sink"].env
+ENV_AUDIT_BATCH_MAX = _S["audit_batch_max"].env
+ENV_AUDIT_BATCH_WAIT_MS = _S["audit_batch_wait_ms"].env
+ENV_CACHE_DIR = _S["cache_dir"].env
+ENV_PRODUCER_LINGER_MS = _S["producer_linger_ms"].env
+ENV_READY_FILE = _S["ready_file"].env
+ENV_REPLY_TOPICS = _S["reply_topics"].env
+ENV_WORKER_BATCH_MAX = _S["worker_batch_max"].env
+ENV_REQUEST_MAX_BYTES = _R["max_message_bytes"].env
+ENV_REQUEST_MAX_STRING = _R["max_string_chars"].env
+ENV_REQUEST_MAX_LIST = _R["max_list_items"].env
+ENV_REQUEST_MAX_MAP = _R["max_map_entries"].env
+ENV_REQUEST_MAX_TOKEN = _R["max_token_chars"].env
+ENV_JWKS_FILE = _S["jwks_file"].env
+ENV_KEYS_DIR = _S["keys_dir"].env
+ENV_REDACT_ATTRIBUTES = _S["redact_attributes"].env
+ENV_METRICS_PORT = _S["metrics_port"].env
+ENV_MAX_DELEGATION_DEPTH = _S["max_delegation_depth"].env
+ENV_CLICKHOUSE_CREDENTIALS = _S["clickhouse_credentials"].env
+ENV_KAFKA_SECURITY_PROTOCOL = _ENV_OF_KAFKA_SECURITY["protocol"]
+ENV_KAFKA_SASL_MECHANISM = _ENV_OF_KAFKA_SECURITY["sasl_mechanism"]
+ENV_KAFKA_SASL_USERNAME = _ENV_OF_KAFKA_SECURITY["sasl_username"]
+ENV_KAFKA_SASL_PASSWORD = _ENV_OF_KAFKA_SECURITY["sasl_password"]
+ENV_KAFKA_SSL_CAFILE = _ENV_OF_KAFKA_SECURITY["ssl_cafile"]
+ENV_KAFKA_SSL_CERTFILE = _ENV_OF_KAFKA_SECURITY["ssl_certfile"]
+ENV_KAFKA_SSL_KEYFILE = _ENV_OF_KAFKA_SECURITY["ssl_keyfile"]
+ENV_CLICKHOUSE_USER, ENV_CLICKHOUSE_PASSWORD, ENV_CLICKHOUSE_ADMIN_USER, ENV_CLICKHOUSE_ADMIN_PASSWORD, \
+    ENV_CLICKHOUSE_SINK_USER, ENV_CLICKHOUSE_SINK_PASSWORD, ENV_CLICKHOUSE_READER_USER, \
+    ENV_CLICKHOUSE_READER_PASSWORD = _S["clickhouse_logins"].envs
+
+DEFAULT_KAFKA_PORT: int = _S["kafka_port"].default
+DEFAULT_KAFKA_CONTROLLER_PORT: int = _S["kafka_controller_port"].default
+DEFAULT_CLICKHOUSE_HTTP_PORT: int = _S["clickhouse_http_port"].default
+DEFAULT_CLICKHOUSE_TCP_PORT: int = _S["clickhouse_tcp_port"].default
+DEFAULT_STATE_DIR: str = str(_S["state_dir"].default)
+DEFAULT_REQUEST_PARTITIONS: int = _S["request_partitions"].default
+DEFAULT_DECISION_PARTITIONS: int = _S["decision_partitions"].default
+DEFAULT_APP_ID: str = _S["app_id"].default
+DEFAULT_AUDIT_TTL_DAYS: int = _S["audit_ttl_days"].default
+#: Most principals a request may act through (AccessRequest.on_behalf_of); longer chains are denied
+#: delegation_too_deep before any rule. PDX_MAX_DELEGATION_DEPTH changes it.
+DEFAULT_MAX_DELEGATION_DEPTH: int = _S["max_delegation_depth"].default
 
 
 def load() -> Settings:

@@ -27,13 +27,12 @@ KeyPath = str | Path | None
 
 
 async def publish_policies(
-    directory: str | Path, published_by: str, cfg: Settings | None = None, key: KeyPath = None
+    directory: str | Path, published_by: str, *, cfg: Settings, key: KeyPath = None
 ) -> str:
     """Validate, bundle, sign and publish a policy directory to the policies topic; returns the bundle version.
 
     The serial is above that of the bundle in force (when it is signed by a trusted policy key: a forged bundle
     with a huge serial must not push ours aside) and at least the time in ms."""
-    cfg = cfg or config.load()
     signer = signing.signing_key(cfg, signing.POLICY, key)
     content = load_policy_dir(directory).to_bundle_content()
     version = bundle_version(content)
@@ -60,12 +59,11 @@ async def _trusted_latest(cfg: Settings, kind: str, topic: str, key: str) -> byt
 
 
 async def load_inventory(
-    path: str | Path, show_progress: bool = True, cfg: Settings | None = None, key: KeyPath = None
+    path: str | Path, show_progress: bool = True, *, cfg: Settings, key: KeyPath = None
 ) -> int:
     """Produce every identity of a YAML/CSV inventory file, signed; returns how many."""
     from rich.progress import Progress
 
-    cfg = cfg or config.load()
     signer = signing.signing_key(cfg, signing.INVENTORY, key)
     identities = read_inventory(path)
     producer = await clients.start_producer(cfg, linger_ms=20)
@@ -82,13 +80,12 @@ async def load_inventory(
 
 
 async def update_identity(
-    identity_id: str, change: Callable[[Identity], None], cfg: Settings | None = None, key: KeyPath = None
+    identity_id: str, change: Callable[[Identity], None], *, cfg: Settings, key: KeyPath = None
 ) -> Identity:
     """Read an identity's latest record from the compacted inventory topic, change it, sign it, produce it back.
 
     The record read must itself be signed by a trusted inventory key: re-signing a forged record would make
     the forgery trusted."""
-    cfg = cfg or config.load()
     signer = signing.signing_key(cfg, signing.INVENTORY, key)
     found = await latest_record(cfg, config.TOPIC_INVENTORY, identity_id)
     raw, headers = found if found is not None else (None, [])
@@ -119,11 +116,11 @@ async def grant_approval(
     ttl: timedelta,
     by: str,
     approval_id: str | None = None,
-    cfg: Settings | None = None,
+    *,
+    cfg: Settings,
     key: KeyPath = None,
 ) -> dict[str, Any]:
     """Produce a signed, time-bounded pre-approval; returns it (``approval_id`` generated when not given)."""
-    cfg = cfg or config.load()
     signer = signing.signing_key(cfg, signing.APPROVAL, key)
     now = datetime.now(UTC)
     approval = {

@@ -247,7 +247,8 @@ def load_bundles(
         local_error = f"{policies_dir}: {str(exc).splitlines()[0][:200]}"
     why = "--policy-source local"
     if source != "local":
-        cfg = cfg or config.load()
+        if cfg is None:
+            raise ValueError("load_bundles: reading the policies topic needs the Settings (cfg)")
         try:
             records = asyncio.run(read_policy_records(cfg, timeout_s))
         except (UserError, TimeoutError, OSError) as exc:

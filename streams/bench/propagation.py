@@ -78,7 +78,7 @@ async def _propagation(trials: int) -> dict[str, Any]:
             # publish: from producing the bundle until every partition (every worker) decides with it
             (variant / "zz-bench.yaml").write_text(_probe_policy(trial))
             t0 = time.perf_counter()
-            version = await publish_policies(str(variant), "bench")
+            version = await publish_policies(str(variant), "bench", cfg=cfg)
             pending = set(probes.values())
             while pending:
                 ds = await asyncio.gather(*(client.check(p, "config:read", _RESOURCE) for p in pending))
@@ -86,7 +86,7 @@ async def _propagation(trials: int) -> dict[str, Any]:
                            if d.bundle_version != version}
             publish_ms.append((time.perf_counter() - t0) * 1000)
     await producer.stop()
-    await publish_policies(str(config.require_policies_dir("pdx bench")), "bench")
+    await publish_policies(str(config.require_policies_dir("pdx bench")), "bench", cfg=cfg)
     return {
         "trials": trials,
         "workers": sorted(w for w in seen_workers if w),

@@ -7,6 +7,7 @@ import asyncio
 import getpass
 from datetime import timedelta
 
+from streams import config
 from streams.console import say
 from streams.errors import UserError
 from streams.model.durations import parse_duration_s
@@ -36,7 +37,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
     approval = asyncio.run(
         grant_approval(
             args.identity, args.action, args.resource, parse_ttl(args.ttl), args.by or getpass.getuser(), args.id,
-            key=args.key,
+            cfg=config.load(), key=args.key,
         )
     )
     print(approval["approval_id"])

@@ -14,7 +14,7 @@ from streams.ops import load_inventory, update_identity
 
 
 def cmd_inventory_load(args: argparse.Namespace) -> int:
-    n = asyncio.run(load_inventory(args.file, key=args.key))
+    n = asyncio.run(load_inventory(args.file, cfg=config.load(), key=args.key))
     say(f"loaded {n} identities from {args.file} into {config.TOPIC_INVENTORY}")
     return 0
 
@@ -23,7 +23,7 @@ def cmd_inventory_suspend(args: argparse.Namespace) -> int:
     def suspend(identity: Identity) -> None:
         identity.status = "decommissioned" if args.decommission else "suspended"
 
-    identity = asyncio.run(update_identity(args.identity, suspend, key=args.key))
+    identity = asyncio.run(update_identity(args.identity, suspend, cfg=config.load(), key=args.key))
     say(f"{identity.id}: status {identity.status}; its next request is denied")
     return 0
 
@@ -38,7 +38,7 @@ def cmd_inventory_rotate(args: argparse.Namespace) -> int:
         known = ", ".join(c.id for c in identity.credentials) or "none"
         raise UserError(f"identity {identity.id} has no credential {args.credential!r} (it has: {known})")
 
-    identity = asyncio.run(update_identity(args.identity, rotate, key=args.key))
+    identity = asyncio.run(update_identity(args.identity, rotate, cfg=config.load(), key=args.key))
     say(f"{identity.id}: credential {args.credential} rotated")
     return 0
 

@@ -29,6 +29,7 @@ COMMANDS = (
     "keys",
     "issuers",
     "check",
+    "config_cmd",
     "audit",
     "report",
     "demo",

@@ -208,7 +208,9 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     from streams.ops import publish_policies
 
-    version = asyncio.run(publish_policies(args.directory, args.by or getpass.getuser(), key=args.key))
+    version = asyncio.run(
+        publish_policies(args.directory, args.by or getpass.getuser(), cfg=config.load(), key=args.key)
+    )
     print(version)
     say(f"published policy bundle {version[:12]} from {args.directory} to {config.TOPIC_POLICIES}")
     return 0

@@ -75,7 +75,7 @@ async def _run_scenarios(demo: DemoScenarios) -> list[dict[str, Any]]:
     cfg = config.load()
     for a in demo.approvals:
         await grant_approval(a.identity_id, a.action, a.resource_id, a.expires_at - a.granted_at, a.approved_by,
-                             approval_id=a.approval_id)
+                             approval_id=a.approval_id, cfg=cfg)
     await record_grants(cfg, demo.delegations, "pdx-demo")
     results: list[dict[str, Any]] = []
     async with PolicyClient(timeout_s=10.0) as client:
@@ -94,7 +94,7 @@ async def _run_scenarios(demo: DemoScenarios) -> list[dict[str, Any]]:
         # travels through Kafka, so ask again until the expected decision arrives (or 10 s pass).
         for sc in demo.then:
             if sc.suspend:
-                await update_identity(sc.suspend, lambda i: setattr(i, "status", "suspended"))
+                await update_identity(sc.suspend, lambda i: setattr(i, "status", "suspended"), cfg=cfg)
             deadline = time.monotonic() + 10
             while True:
                 d = await client.check(sc.identity, sc.action, sc.resource, sc.context,
@@ -166,9 +166,9 @@ def prepare_stack(worker_id: str = DEMO_WORKER, *, start_worker: bool = True) ->
     with step("Migrating the ClickHouse audit schema"):
         migrate(connect(s.clickhouse_url, role="admin"), ttl_days=s.audit_ttl_days)
     with step("Publishing policies/ and loading examples/inventory.yaml"):
-        version = asyncio.run(publish_policies(str(config.require_policies_dir("pdx demo")), "pdx-demo"))
+        version = asyncio.run(publish_policies(str(config.require_policies_dir("pdx demo")), "pdx-demo", cfg=s))
         inventory = config.require_demo_inventory("pdx demo")
-        n_identities = asyncio.run(load_inventory(str(inventory), show_progress=False))
+        n_identities = asyncio.run(load_inventory(str(inventory), show_progress=False, cfg=s))
     pid_file = stack.state_dir / "workers" / f"{worker_id}.pid"
     log = stack.state_dir / "workers" / f"{worker_id}.log"
     if not start_worker:

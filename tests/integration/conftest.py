@@ -27,8 +27,8 @@ def pipeline(services: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     agents, as `pdx demo` records them) and one running worker ("w1"); yields its state dir."""
     s = settings.load()
     asyncio.run(create_topics(s, 4, 4))
-    asyncio.run(publish_policies(str(settings.POLICIES_DIR), "tests"))
-    asyncio.run(load_inventory(str(DEMO_INVENTORY), show_progress=False))
+    asyncio.run(publish_policies(str(settings.POLICIES_DIR), "tests", cfg=settings.load()))
+    asyncio.run(load_inventory(str(DEMO_INVENTORY), show_progress=False, cfg=settings.load()))
     asyncio.run(record_grants(s, load_scenarios(True).delegations, "tests"))
     state = tmp_path_factory.mktemp("workers")
     _, log = spawn_worker(state, "w1")

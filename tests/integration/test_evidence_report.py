@@ -99,7 +99,8 @@ async def test_evidence_per_control_from_clickhouse(
     stale_agent = f"agent-stale-{uuid.uuid4().hex[:6]}"
     await _put_stale_agent(stale_agent)
     await grant_delegation(settings.load(), "alice", stale_agent, "db:connect", "*", timedelta(hours=1), "tests")
-    approval = await grant_approval("agent-config-bot", "config:write", "rate-limits", timedelta(hours=1), APPROVER)
+    approval = await grant_approval("agent-config-bot", "config:write", "rate-limits", timedelta(hours=1), APPROVER,
+                                    cfg=settings.load())
     sent: list[Decision] = []
     stale = await _until(client, sent, "allow", stale_agent, "db:connect", PROD_DB, {"requested_ttl_s": 600},
                          on_behalf_of=["alice"])

@@ -68,21 +68,22 @@ async def test_same_bundle_replay_of_a_mixed_day_changes_nothing(client: PolicyC
     shipped = load_candidate(settings.POLICIES_DIR)
     candidate_dir = policy_dir_with(tmp_path / "candidate", {"replay-test-freeze.yaml": FREEZE})
     candidate = load_candidate(candidate_dir)
-    await grant_approval("agent-config-bot", "config:write", "rate-limits", timedelta(hours=1), "tests-replay")
+    await grant_approval("agent-config-bot", "config:write", "rate-limits", timedelta(hours=1), "tests-replay",
+                         cfg=settings.load())
     await asyncio.sleep(0.5)
     sent = await _send_scenarios(client)
     assert {d.decision for d in sent} == {"allow", "deny", "step_up"}
     assert any("config_write_preapproved" in d.reason_codes for d in sent)
     # a suspended principal stops the agent acting for them
-    await update_identity("bob", lambda i: setattr(i, "status", "suspended"))
+    await update_identity("bob", lambda i: setattr(i, "status", "suspended"), cfg=settings.load())
     try:
         d = await _until(client, lambda d: "delegator_suspended" in d.reason_codes,
                          "agent-config-bot", "config:read", FLAGS, on_behalf_of=["bob"])
         assert d.reason_codes == ["delegator_suspended"]
     finally:
-        await update_identity("bob", lambda i: setattr(i, "status", "active"))
+        await update_identity("bob", lambda i: setattr(i, "status", "active"), cfg=settings.load())
     # a bundle change half-way: the same traffic decided under another bundle
-    await publish_policies(str(candidate_dir), "tests-replay")
+    await publish_policies(str(candidate_dir), "tests-replay", cfg=settings.load())
     try:
         d = await _until(client, lambda d: d.bundle_version == candidate.version,
                          "agent-config-bot", "config:read", FLAGS, on_behalf_of=["alice"])
@@ -90,7 +91,7 @@ async def test_same_bundle_replay_of_a_mixed_day_changes_nothing(client: PolicyC
         sent += await _send_scenarios(client)
         assert any("rate_limits_frozen" in d.reason_codes for d in sent)
     finally:
-        await publish_policies(str(settings.POLICIES_DIR), "tests-replay")
+        await publish_policies(str(settings.POLICIES_DIR), "tests-replay", cfg=settings.load())
     ids = [d.request_id for d in sent]
     assert wait_for_audit_rows(len(ids), request_ids=ids, timeout_s=60) == len(ids)
     until = datetime.now(UTC) + timedelta(seconds=1)

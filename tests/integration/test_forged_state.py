@@ -61,7 +61,7 @@ async def test_forged_and_replayed_bundles_are_refused(client: PolicyClient) -> 
     # a validly signed but older bundle, replayed: read the one in force, re-publish it, replay the old one
     old = await latest_record(settings.load(), settings.TOPIC_POLICIES, "current")
     assert old is not None and old[0] is not None
-    await publish_policies(str(settings.POLICIES_DIR), "tests")
+    await publish_policies(str(settings.POLICIES_DIR), "tests", cfg=settings.load())
     current = (await _config_write(client)).bundle_version
     await _produce(settings.TOPIC_POLICIES, b"current", old[0], list(old[1]))
     await asyncio.sleep(1.5)
@@ -87,7 +87,7 @@ async def test_a_forged_inventory_record_does_not_revive_a_suspended_identity(cl
     def suspend(i: Any) -> None:
         i.status = "suspended"
 
-    await update_identity(ident, suspend)
+    await update_identity(ident, suspend, cfg=settings.load())
     await asyncio.sleep(1.0)
     resource = {"id": "docs", "type": "document"}
     assert "identity_suspended" in (await client.check(ident, "docs:read", resource)).reason_codes
@@ -99,7 +99,7 @@ async def test_a_forged_inventory_record_does_not_revive_a_suspended_identity(cl
     assert d.decision == "deny" and "identity_suspended" in d.reason_codes
     # and an operator cannot be tricked into re-signing the forgery, now the latest record
     with pytest.raises(Exception, match="not trusted"):
-        await update_identity(ident, suspend)
+        await update_identity(ident, suspend, cfg=settings.load())
 
 
 async def test_a_forged_approval_does_not_turn_a_step_up_into_an_allow(client: PolicyClient) -> None:

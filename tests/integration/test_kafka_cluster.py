@@ -79,8 +79,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         result = asyncio.run(create_topics(s, 4, 4))
         assert result[settings.TOPIC_REQUESTS] == "created (4 partitions, replication 3, min ISR 2)", result
         migrate(connect(s.clickhouse_url, role="admin"), ttl_days=s.audit_ttl_days)
-        asyncio.run(publish_policies(str(settings.POLICIES_DIR), "tests"))
-        asyncio.run(load_inventory(str(settings.REPO_ROOT / "examples" / "inventory.yaml"), show_progress=False))
+        asyncio.run(publish_policies(str(settings.POLICIES_DIR), "tests", cfg=settings.load()))
+        asyncio.run(load_inventory(str(settings.REPO_ROOT / "examples" / "inventory.yaml"), show_progress=False,
+                                   cfg=settings.load()))
         _, log = spawn_worker(stack.state_dir, "cluster-w1")
         wait_until_ready(log)
         yield Cluster(stack, ports, log)

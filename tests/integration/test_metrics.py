@@ -66,8 +66,8 @@ def metered(services: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """A worker ("wm", its audit sink off) and a `pdx sink` ("sm"), each serving metrics; yields their ports."""
     s = settings.load()
     asyncio.run(create_topics(s, 4, 4))
-    asyncio.run(publish_policies(str(settings.POLICIES_DIR), "tests"))
-    asyncio.run(load_inventory(str(DEMO_INVENTORY), show_progress=False))
+    asyncio.run(publish_policies(str(settings.POLICIES_DIR), "tests", cfg=settings.load()))
+    asyncio.run(load_inventory(str(DEMO_INVENTORY), show_progress=False, cfg=settings.load()))
     state: Path = tmp_path_factory.mktemp("metered")
     worker_port, sink_port = free_port(), free_port()
     env = {settings.ENV_METRICS_PORT: str(worker_port), settings.ENV_AUDIT_SINK: "off"}

@@ -35,7 +35,8 @@ def audit_count(request_ids: list[str], timeout_s: float = 60.0) -> int:
 
 
 async def test_seed_scenarios_through_kafka(client: PolicyClient) -> None:
-    await grant_approval("agent-config-bot", "config:write", "rate-limits", timedelta(hours=1), "tests")
+    await grant_approval("agent-config-bot", "config:write", "rate-limits", timedelta(hours=1), "tests",
+                         cfg=settings.load())
     await asyncio.sleep(0.5)
     # cases approved by a second person while the client waits are the demo's own (and test_delegation's)
     items = [sc for sc in scenarios(in_change_window(datetime.now(UTC))) if sc.approve is None]
@@ -76,7 +77,7 @@ async def test_suspend_takes_effect_without_restart(client: PolicyClient) -> Non
     db = {"id": "orders-db", "type": "database", "environment": "production"}
     first = await _wait_for(client, ident, "db:connect", db, {"requested_ttl_s": 60}, "allow")
     assert first.decision == "allow"
-    await update_identity(ident, lambda i: setattr(i, "status", "suspended"))
+    await update_identity(ident, lambda i: setattr(i, "status", "suspended"), cfg=settings.load())
     after = await _wait_for(client, ident, "db:connect", db, {"requested_ttl_s": 60}, "deny")
     assert after.decision == "deny" and after.reason_codes == ["identity_suspended"]
 
@@ -89,12 +90,12 @@ async def test_publish_new_bundle_takes_effect_without_restart(client: PolicyCli
         "name: docs\ndescription: humans read docs\nowner: it\nmode: enforce\ncontrols: [SP800-207:PDP]\n"
         "rules:\n  - id: humans-read-docs\n    effect: allow\n    when:\n      - action: \"docs:read\"\n"
         "      - identity.kind: human\n    reason: {code: docs_read, message: Humans may read docs.}\n")})
-    version = await publish_policies(str(candidate), "tests")
+    version = await publish_policies(str(candidate), "tests", cfg=settings.load())
     try:
         after = await _wait_for(client, "alice", "docs:read", target, {}, "allow")
         assert after.decision == "allow" and after.bundle_version == version
     finally:
-        await publish_policies(str(settings.POLICIES_DIR), "tests")
+        await publish_policies(str(settings.POLICIES_DIR), "tests", cfg=settings.load())
     restored = await _wait_for(client, "alice", "docs:read", target, {}, "deny")
     assert restored.decision == "deny"
 
