@@ -132,7 +132,7 @@ def discover(sql_dir: Path = config.AUDIT_SQL_DIR) -> list[Migration]:
 
 
 def params(database: str, ttl_days: int | None = None, table: str = config.AUDIT_TABLE) -> dict[str, str]:
-    days = config.load().audit_ttl_days if ttl_days is None else ttl_days
+    days = config.DEFAULT_AUDIT_TTL_DAYS if ttl_days is None else ttl_days  # callers pass Settings.audit_ttl_days
     if int(days) <= 0:
         raise UserError(f"{config.ENV_AUDIT_TTL_DAYS} must be a positive number of days, not {days}")
     return {
@@ -163,15 +163,15 @@ def migrate(
     *,
     ttl_days: int | None = None,
     sql_dir: Path = config.AUDIT_SQL_DIR,
-    cluster: Cluster | str | None = "settings",
+    cluster: Cluster | str | None = None,
 ) -> list[str]:
     """Apply the pending migrations; return the versions applied by this call (``[]`` when up to date).
 
-    ``cluster``: by default PDX_CLICKHOUSE_CLUSTER's (ON CLUSTER, Replicated engines, see :func:`migrate_cluster`),
-    ``None`` for one node whatever the settings. Without a cluster the statements run exactly as in the files."""
-    if cluster == "settings":
-        name = config.load().clickhouse_cluster
-        cluster = Cluster(name) if name else None
+    ``cluster``: a cluster name (the entry points pass Settings.clickhouse_cluster, PDX_CLICKHOUSE_CLUSTER) or
+    :class:`Cluster` migrates ON CLUSTER with Replicated engines (see :func:`migrate_cluster`); ``None`` (or ``""``):
+    one node. Without a cluster the statements run exactly as in the files."""
+    if cluster == "":
+        cluster = None
     if isinstance(cluster, str):
         cluster = Cluster(cluster)
     if cluster is not None:
@@ -248,7 +248,7 @@ def reconcile_ttl(client: Any, database: str, ttl_days: int, audit_table: str = 
     return changed
 
 
-def migrate_schema(url: str | None = None, *, ttl_days: int | None = None) -> list[str]:
+def migrate_schema(url: str | None = None, *, ttl_days: int | None = None, cluster: str | None = None) -> list[str]:
     """Apply pending audit migrations as the ``admin`` role (what the audit sink does before inserting as the
     ``sink`` role). When the admin login is missing or lacks the privileges (a least-privilege deployment that gives
     the sink only its own login and runs ``pdx audit migrate`` separately), nothing is migrated and ``[]`` is
@@ -265,7 +265,7 @@ def migrate_schema(url: str | None = None, *, ttl_days: int | None = None) -> li
         logging.getLogger(__name__).warning("not migrating the audit schema: %s", exc)
         return []
     try:
-        return migrate(client, ttl_days=ttl_days)
+        return migrate(client, ttl_days=ttl_days, cluster=cluster)
     except Exception as exc:
         if not denies_access(exc):
             raise

@@ -251,7 +251,8 @@ class AuditSink:
             try:
                 client = await asyncio.to_thread(connect, self.settings.clickhouse_url, role="sink")
                 await asyncio.to_thread(
-                    migrate_schema, self.settings.clickhouse_url, ttl_days=self.settings.audit_ttl_days
+                    migrate_schema, self.settings.clickhouse_url, ttl_days=self.settings.audit_ttl_days,
+                    cluster=self.settings.clickhouse_cluster,
                 )
                 log.info("audit sink connected to ClickHouse at %s", self.settings.clickhouse_url)
                 return AuditWriter(client)

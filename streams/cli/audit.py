@@ -158,9 +158,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from streams.audit.migrate import migrate
     from streams.audit.store import connect
 
+    cfg = config.load()
     client = connect(args.url, role="admin")
     try:
-        applied = migrate(client, args.database, ttl_days=args.ttl_days)
+        applied = migrate(client, args.database, cluster=cfg.clickhouse_cluster,
+                          ttl_days=cfg.audit_ttl_days if args.ttl_days is None else args.ttl_days)
     finally:
         client.close()
     if args.json:

@@ -164,7 +164,7 @@ def prepare_stack(worker_id: str = DEMO_WORKER, *, start_worker: bool = True) ->
     ensure_dev_issuer(s)  # and the demo's callers send workload tokens of a dev issuer the worker trusts
     asyncio.run(create_topics(s))
     with step("Migrating the ClickHouse audit schema"):
-        migrate(connect(s.clickhouse_url, role="admin"), ttl_days=s.audit_ttl_days)
+        migrate(connect(s.clickhouse_url, role="admin"), ttl_days=s.audit_ttl_days, cluster=s.clickhouse_cluster)
     with step("Publishing policies/ and loading examples/inventory.yaml"):
         version = asyncio.run(publish_policies(str(config.require_policies_dir("pdx demo")), "pdx-demo", cfg=s))
         inventory = config.require_demo_inventory("pdx demo")

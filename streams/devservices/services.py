@@ -101,16 +101,21 @@ class Ports:
         }
 
 
-def cache_dir() -> Path:
-    return config.load().cache_dir
-
-
 class DevStack:
     """The local services under one state dir."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, settings: config.Settings | None = None) -> None:
         self.state_dir = state_dir.resolve()
         self.state_file = self.state_dir / "state.json"
+        self._settings = settings
+
+    @property
+    def settings(self) -> config.Settings:
+        """The settings this stack was made with; when none were given (a dev command built the stack from a
+        state dir alone), read once from the environment here: the dev tooling is its own entry point."""
+        if self._settings is None:
+            self._settings = config.load()
+        return self._settings
 
     # ---- state ---------------------------------------------------------------------------------
     def saved_ports(self) -> Ports | None:
@@ -154,7 +159,7 @@ class DevStack:
         return out
 
     def ports(self) -> Ports:
-        return self.saved_ports() or Ports.from_settings(config.load())
+        return self.saved_ports() or Ports.from_settings(self.settings)
 
     def service_dir(self, name: str) -> Path:
         return self.state_dir / name
@@ -196,7 +201,7 @@ class DevStack:
         ports = ports or self.ports()
         if name == "kafka":
             return kafka_health(
-                config.load().replace(kafka_bootstrap=ports.bootstrap, kafka_security=self.kafka_security()),
+                self.settings.replace(kafka_bootstrap=ports.bootstrap, kafka_security=self.kafka_security()),
                 expect_brokers=ports.brokers,
             )
         return clickhouse_health(f"http://127.0.0.1:{ports.clickhouse_http}")
@@ -307,7 +312,7 @@ class DevStack:
     def _start_kafka(self, ports: Ports, secure_mode: bool = False) -> None:
         _check_ports("kafka", (ports.kafka, ports.kafka_controller))
         java = find_java()
-        lib = ensure_kafka_jars()
+        lib = ensure_kafka_jars(self.settings.cache_dir)
         home = self.service_dir("kafka")
         # secure mode has its own log dir: its storage is formatted with the SCRAM credentials
         data = home / ("data-secure" if secure_mode else "data")
@@ -359,7 +364,7 @@ class DevStack:
         nodes_ports = {node: (port, controller) for node, port, controller in ports.kafka_nodes()}
         _check_ports("kafka", tuple(p for n in nodes for p in nodes_ports[n]))
         java = find_java()
-        lib = ensure_kafka_jars()
+        lib = ensure_kafka_jars(self.settings.cache_dir)
         home = self.service_dir("kafka")
         home.mkdir(parents=True, exist_ok=True)
         log4j = home / "log4j2.properties"
@@ -417,7 +422,7 @@ class DevStack:
         client_props = files.home / "admin-client.properties"
         secure.write_private(client_props, secure.admin_client_properties(files, f"127.0.0.1:{ports.kafka}"))
         acls = files.home / "acls.txt"
-        acls.write_text("".join(rule.line() + "\n" for rule in secure.acl_rules(config.load().app_id)))
+        acls.write_text("".join(rule.line() + "\n" for rule in secure.acl_rules(self.settings.app_id)))
         tool = Path(__file__).with_name("KafkaAcls.java")
         log4j = self.service_dir("kafka") / "log4j2.properties"
         _run_or_fail(
@@ -531,9 +536,9 @@ def find_java() -> str:
     return java
 
 
-def ensure_kafka_jars() -> Path:
-    """The directory holding Kafka's jars, resolved by Maven once and cached."""
-    target = cache_dir() / f"kafka-{config.KAFKA_SCALA}-{config.KAFKA_VERSION}"
+def ensure_kafka_jars(cache_dir: Path) -> Path:
+    """The directory holding Kafka's jars (under ``cache_dir``, PDX_CACHE_DIR), resolved by Maven once and cached."""
+    target = cache_dir / f"kafka-{config.KAFKA_SCALA}-{config.KAFKA_VERSION}"
     lib = target / "lib"
     if (target / ".complete").exists():
         return lib

@@ -66,13 +66,11 @@ def test_migrate_creates_versioned_schema_and_is_idempotent(db: AuditDB) -> None
     assert cols["credential_age_days"] == "Nullable(Float64)"
 
 
-def test_ttl_comes_from_settings_and_follows_changes(ch_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(settings.ENV_AUDIT_TTL_DAYS, "33")
-    with fresh_database(ch_url, "pdx_t_ttl") as db:
+def test_ttl_comes_from_settings_and_follows_changes(ch_url: str) -> None:
+    with fresh_database(ch_url, "pdx_t_ttl", ttl_days=33) as db:
         assert current_ttl_days(db.client, db.database, settings.AUDIT_TABLE) == 33
         assert current_ttl_days(db.client, db.database, "audit_identity_hourly") == 33
-        monkeypatch.setenv(settings.ENV_AUDIT_TTL_DAYS, "90")
-        assert migrate(db.client, db.database) == []
+        assert migrate(db.client, db.database, ttl_days=90) == []
         assert current_ttl_days(db.client, db.database, settings.AUDIT_TABLE) == 90
         assert current_ttl_days(db.client, db.database, "audit_rule_daily") == 90
 
