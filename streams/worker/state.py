@@ -116,6 +116,15 @@ class WorkerState:
         self._signed_at[slot] = verified.signed_at_ms
         return True
 
+    def _keyed(self, kind: str, key: bytes | None, value: bytes | None, headers: Headers, noun: str,
+               key_is: str) -> str | None:
+        """The record's key as text when it has one and the record is signed and in order (else refused: None)."""
+        name = (key or b"").decode(errors="replace")
+        if not name:
+            self.refused(kind, f"{noun} record without a key", f"the key must be {key_is}")
+            return None
+        return name if self._verified(kind, key, value, headers, f"{noun} {name[:80]!r}") else None
+
     # ---- appliers (key, value, headers) from the compacted topics --------------------------------
     def apply_identity(self, key: bytes | None, value: bytes | None, headers: Headers = None) -> None:
         if not key:
@@ -164,13 +173,10 @@ class WorkerState:
 
     def apply_delegation(self, key: bytes | None, value: bytes | None, headers: Headers = None) -> None:
         """A delegation grant from pdx.delegations (key = grant id); a tombstone revokes it."""
-        grant_id = (key or b"").decode(errors="replace")
-        if not grant_id:
-            self.refused(signing.DELEGATION, "delegation grant without a key", "the key must be the grant id")
+        grant_id = self._keyed(signing.DELEGATION, key, value, headers, "delegation grant", "the grant id")
+        if grant_id is None:
             return
         what = f"delegation grant {grant_id[:80]!r}"
-        if not self._verified(signing.DELEGATION, key, value, headers, what):
-            return
         previous = self._grant_delegate.pop(grant_id, None)
         if previous is not None:
             self.delegations.get(previous, {}).pop(grant_id, None)
@@ -222,13 +228,10 @@ class WorkerState:
         """A trusted token issuer from pdx.jwks: key = the issuer, value = its JWKS-file entry (JSON), a tombstone
         withdraws it. Verified and parsed here, once; a refused record leaves the issuer as it was (kept, or
         still absent), so the last good issuer set stays in force."""
-        name = (key or b"").decode(errors="replace")
-        if not name:
-            self.refused(signing.JWKS, "pdx.jwks record without a key", "the key must be the issuer ('iss')")
+        name = self._keyed(signing.JWKS, key, value, headers, "trusted issuer", "the issuer ('iss')")
+        if name is None:
             return
         what = f"trusted issuer {name[:80]!r}"
-        if not self._verified(signing.JWKS, key, value, headers, what):
-            return
         if value is None:
             if self.tokens.withdraw(name):
                 log.info("%s withdrawn (pdx.jwks tombstone)%s", what,
