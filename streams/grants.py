@@ -19,7 +19,7 @@ from streams.config import Settings
 from streams.contracts import signing, wire
 from streams.errors import UserError, quote
 from streams.kafka import clients
-from streams.kafka.approvals import Found, read_approval_request, seek_to_time
+from streams.kafka.approvals import Found, epoch_ms, read_approval_request, seek_to_time
 from streams.kafka.state import (
     latest_record,
     latest_records,
@@ -32,10 +32,6 @@ from streams.model import approval_request as apq
 from streams.model.delegation import DelegationGrant
 
 KeyPath = str | None
-
-
-def _ms(at: datetime) -> int:
-    return int(at.timestamp() * 1000)
 
 
 async def _send(cfg: Settings, topic: str, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
@@ -64,7 +60,7 @@ async def grant_delegation(
     value = wire.encode("DelegationGrant", grant.to_dict())
     kafka_key = grant.grant_id.encode()
     await _send(cfg, config.TOPIC_DELEGATIONS, kafka_key, value,
-                signer.headers(signing.DELEGATION, kafka_key, value, _ms(now)))
+                signer.headers(signing.DELEGATION, kafka_key, value, epoch_ms(now)))
     return DelegationGrant.from_dict(grant.to_dict(), signer.key_id)
 
 
@@ -87,7 +83,7 @@ async def revoke_delegation(cfg: Settings, grant_id: str, key: KeyPath = None) -
                         "`pdx delegations list` shows the grants in force")
     kafka_key = grant_id.encode()
     await _send(cfg, config.TOPIC_DELEGATIONS, kafka_key, None,
-                signer.headers(signing.DELEGATION, kafka_key, None, _ms(datetime.now(UTC))))
+                signer.headers(signing.DELEGATION, kafka_key, None, epoch_ms(datetime.now(UTC))))
 
 
 async def list_delegations(cfg: Settings) -> list[DelegationGrant]:
@@ -196,7 +192,7 @@ async def _put_resolution(producer: Any, record: apq.ApprovalRequest, signer: si
     value = wire.encode("ApprovalRequest", record.to_dict())
     kafka_key = record.approval_request_id.encode()
     await producer.send_and_wait(config.TOPIC_APPROVAL_REQUESTS, value, key=kafka_key,
-                                 headers=signer.headers(signing.APPROVAL, kafka_key, value, _ms(now)))
+                                 headers=signer.headers(signing.APPROVAL, kafka_key, value, epoch_ms(now)))
 
 
 async def follow(cfg: Settings, since: datetime | None = None) -> AsyncIterator[Found]:

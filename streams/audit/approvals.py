@@ -15,12 +15,10 @@ from typing import Any
 from streams.config import Settings
 from streams.model import approval_request as apq
 
-OBLIGATION = apq.OBLIGATION
-
 
 def approval_request_of(row: dict[str, Any]) -> str | None:
     """The approval request a decision opened (a step_up) or relied on (an approval granted for it)."""
-    aid = (row.get("obligations") or {}).get(OBLIGATION)
+    aid = (row.get("obligations") or {}).get(apq.OBLIGATION)
     if aid:
         return str(aid)
     for a in row.get("approvals") or ():
@@ -36,7 +34,7 @@ def decisions_of(audit: Any, approval_request_id: str) -> dict[str, list[dict[st
     opened = audit.query(
         f"SELECT request_id, decision, decided_at, identity_id FROM {table} "
         f"WHERE obligations[{{k:String}}] = {{aid:String}} ORDER BY decided_at",
-        {"k": OBLIGATION, "aid": approval_request_id},
+        {"k": apq.OBLIGATION, "aid": approval_request_id},
     )
     relied = audit.query(
         f"SELECT request_id, decision, decided_at, identity_id, "

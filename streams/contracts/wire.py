@@ -366,6 +366,12 @@ def decode(data: bytes) -> tuple[str, dict[str, Any]]:
     if entry is None:
         raise _unknown_fingerprint(bytes(data[2:HEADER_LEN]))
     name, writer, reader = entry
+    return name, _read_body(name, data, writer, reader)
+
+
+def _read_body(name: str, data: bytes, writer: Any, reader: Any) -> dict[str, Any]:
+    """The record after the single-object header, read with ``reader`` (None: the writer schema); WireError for a
+    truncated or corrupt body, or one that does not end where the message does."""
     body = BytesIO(data)
     body.seek(HEADER_LEN)
     try:
@@ -374,11 +380,13 @@ def decode(data: bytes) -> tuple[str, dict[str, Any]]:
         detail = str(exc) or "unexpected end of data"
         raise WireError(f"corrupt {name} body: {type(exc).__name__}: {detail}") from exc
     end = body.tell()
-    if end != len(data):
+    if end < len(data):
         raise WireError(f"corrupt {name} body: {len(data) - end} trailing bytes after the datum")
+    if end > len(data):  # a skipped value (a projecting reader) claimed more bytes than there are
+        raise WireError(f"corrupt {name} body: the datum ends at byte {end} of {len(data)}")
     if not isinstance(obj, dict):
         raise WireError(f"corrupt {name} body: decoded to {type(obj).__name__}, not a record")
-    return name, obj
+    return obj
 
 
 def decode_as(schema_name: str, data: bytes) -> dict[str, Any]:
@@ -462,16 +470,7 @@ def decode_request_head(data: bytes) -> dict[str, Any]:
     reader = _HEADS.get(fp)
     if reader is None:
         reader = _HEADS[fp] = parse_schema(_head_reader(_CODECS["AccessRequest"].schema), {})
-    body = BytesIO(data)
-    body.seek(HEADER_LEN)
-    try:
-        obj = schemaless_reader(body, entry[1], reader)
-    except Exception as exc:  # EOFError, StopIteration, UnicodeDecodeError, IndexError, ...
-        raise WireError(f"corrupt AccessRequest body: {type(exc).__name__}: {str(exc) or 'unexpected end'}") from exc
-    if body.tell() != len(data):  # a skip past the end does not raise: check where it ended
-        raise WireError(f"corrupt AccessRequest body: the datum ends at {body.tell()} of {len(data)} bytes")
-    if not isinstance(obj, dict):
-        raise WireError("corrupt AccessRequest body: not a record")
+    obj = _read_body("AccessRequest", data, entry[1], reader)
     obj["on_behalf_of"], obj["token"] = [], None
     obj["resource"]["attributes"] = {}
     obj["context"]["attributes"] = {}

@@ -21,7 +21,8 @@ from streams.kafka.state import partition_for, wait_for_partitions
 from streams.model import approval_request as apq
 
 
-def _ms(at: datetime) -> int:
+def epoch_ms(at: datetime) -> int:
+    """Kafka's timestamps and the signing time: milliseconds since the epoch."""
     return int(at.timestamp() * 1000)
 
 
@@ -47,7 +48,7 @@ def read_approval_request(
 
 async def seek_to_time(consumer: Any, tps: list[TopicPartition], at: datetime) -> None:
     """Position each partition at its first record at or after ``at`` (its end when there is none)."""
-    offsets = await consumer.offsets_for_times({tp: _ms(at) for tp in tps})
+    offsets = await consumer.offsets_for_times({tp: epoch_ms(at) for tp in tps})
     ends = await consumer.end_offsets(tps)
     for tp in tps:
         found = offsets.get(tp)

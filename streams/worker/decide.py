@@ -74,6 +74,12 @@ class Planned:
     approval_request: Out | None = None
 
 
+def _reply(request_id: str, reply_to: str, reply_partition: Any, decision_msg: bytes) -> Out:
+    """A Decision to the request's reply route, keyed and correlated by the request id (docs/contracts.md)."""
+    key = request_id.encode()
+    return Out(reply_to, key, decision_msg, reply_partition, [("correlation_id", key)])
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -176,8 +182,7 @@ class Decider:
             planned = Planned(rid, audit=self._audit(msg, None, audited, decision_dict, decision_msg, None,
                                                      received_at, decision))
             if reply_to and self.route_error(reply_to, reply_partition) is None:
-                key = rid.encode()
-                planned.reply = Out(reply_to, key, decision_msg, reply_partition, [("correlation_id", key)])
+                planned.reply = _reply(rid, reply_to, reply_partition, decision_msg)
             return planned
         except Exception:
             log.exception("could not even audit the failure of %s[%s]@%s", msg.topic, msg.partition, msg.offset)
@@ -203,8 +208,7 @@ class Decider:
         if recorded is not None:  # redelivered: its decision is durable in pdx.audit already; repeat it
             if route_problem is not None:
                 return Planned(rid)
-            key = rid.encode()
-            return Planned(rid, reply=Out(reply_to, key, recorded, reply_partition, [("correlation_id", key)]))
+            return Planned(rid, reply=_reply(rid, reply_to, reply_partition, recorded))
         request: AccessRequest | None = None
         invalid = ""
         if too_large is None:
@@ -289,8 +293,7 @@ class Decider:
                                     decision)
         planned.approval_request = opened
         if route_problem is None:
-            key = rid.encode()
-            planned.reply = Out(reply_to, key, decision_msg, reply_partition, [("correlation_id", key)])
+            planned.reply = _reply(rid, reply_to, reply_partition, decision_msg)
         if route_problem is not None:
             planned.dead_letter = self._dead_letter(msg, f"invalid reply route: {route_problem}")
         elif request is None and too_large is None:
