@@ -248,7 +248,13 @@ def reconcile_ttl(client: Any, database: str, ttl_days: int, audit_table: str = 
     return changed
 
 
-def migrate_schema(url: str | None = None, *, ttl_days: int | None = None, cluster: str | None = None) -> list[str]:
+def migrate_schema(
+    url: str | None = None,
+    *,
+    cfg: config.Settings | None = None,
+    ttl_days: int | None = None,
+    cluster: str | None = None,
+) -> list[str]:
     """Apply pending audit migrations as the ``admin`` role (what the audit sink does before inserting as the
     ``sink`` role). When the admin login is missing or lacks the privileges (a least-privilege deployment that gives
     the sink only its own login and runs ``pdx audit migrate`` separately), nothing is migrated and ``[]`` is
@@ -258,7 +264,7 @@ def migrate_schema(url: str | None = None, *, ttl_days: int | None = None, clust
     from streams.audit.store import ClickHouseError, connect, denies_access, refuses_login
 
     try:
-        client = connect(url, role="admin")
+        client = connect(url, cfg=cfg, role="admin")
     except UserError as exc:
         if not isinstance(exc.__cause__, ClickHouseError) or not refuses_login(exc.__cause__):
             raise

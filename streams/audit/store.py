@@ -157,18 +157,27 @@ def unreachable(url: str) -> UserError:
     )
 
 
-def connect(url: str | None = None, *, database: str | None = None, role: str = "admin", **kwargs: Any) -> Client:
-    """A clickhouse-connect client for ``url`` (default: settings' PDX_CLICKHOUSE_URL / dev port), logged in
-    as ``role`` (``admin``: migrations and DDL; ``sink``: inserts audit rows; ``reader``: SELECT only).
+def connect(
+    url: str | None = None,
+    *,
+    cfg: config.Settings | None = None,
+    database: str | None = None,
+    role: str = "admin",
+    **kwargs: Any,
+) -> Client:
+    """A clickhouse-connect client for ``url`` (default: ``cfg.clickhouse_url``, PDX_CLICKHOUSE_URL / dev port),
+    logged in as ``role`` (``admin``: migrations and DDL; ``sink``: inserts audit rows; ``reader``: SELECT only).
 
-    URL form: ``http[s]://[user[:password]@]host[:port][/database]``. A URL with a user logs in as that user;
-    otherwise the role's login comes from :meth:`streams.config.Settings.clickhouse_login` (environment, then
-    the dev credentials file of ``pdx dev up``), else the ``default`` user without a password. Raises
-    :class:`UserError` if the server cannot be reached.
+    ``cfg`` is the Settings the entry point read. URL form: ``http[s]://[user[:password]@]host[:port][/database]``.
+    A URL with a user logs in as that user; otherwise the role's login comes from
+    :meth:`streams.config.Settings.clickhouse_login` (environment, then the dev credentials file of
+    ``pdx dev up``), else the ``default`` user without a password. Raises :class:`UserError` if the server cannot
+    be reached.
     """
     if clickhouse_connect is None:  # pragma: no cover
         raise UserError("clickhouse-connect is not installed: pip install clickhouse-connect")
-    settings = config.load()
+    # TODO(issue 27): the fallback goes once every caller passes cfg (then cfg is required)
+    settings = cfg if cfg is not None else config.load()
     url = url or settings.clickhouse_url
     parsed = urlparse(url if "://" in url else f"http://{url}")
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
@@ -442,10 +451,11 @@ class AuditWriter:
         client: Client | None = None,
         *,
         url: str | None = None,
+        cfg: config.Settings | None = None,
         database: str = config.CLICKHOUSE_DATABASE,
         table: str = config.AUDIT_TABLE,
     ) -> None:
-        self.client = client if client is not None else connect(url, role="sink")
+        self.client = client if client is not None else connect(url, cfg=cfg, role="sink")
         self.database = check_identifier(database, "database name")
         self.table = check_identifier(table, "table name")
 
@@ -522,9 +532,11 @@ def wait_for_audit_rows(
     request_ids: Sequence[str] | None = None,
     id_prefix: str | None = None,
     url: str | None = None,
+    cfg: config.Settings | None = None,
     timeout_s: float = 60.0,
 ) -> int:
-    """Poll until ``expected`` distinct request ids (given, or starting with a prefix) are in the audit table.
+    """Poll until ``expected`` distinct request ids (given, or starting with a prefix) are in the audit table
+    at ``url`` (default: ``cfg.clickhouse_url``), read as the ``reader`` role of ``cfg``.
 
     Returns the count reached, which is below ``expected`` when the timeout passed first. Used by the demo,
     the benchmarks and the tests to check that nothing decided went unaudited.
@@ -536,7 +548,9 @@ def wait_for_audit_rows(
         where, params = "request_id IN {ids:Array(String)}", {"ids": list(request_ids)}
     else:
         where, params = "startsWith(request_id, {prefix:String})", {"prefix": id_prefix}
-    client = connect(url or config.load().clickhouse_url, role="reader")
+    # TODO(issue 27): the fallback goes once every caller passes cfg (then cfg is required)
+    cfg = cfg if cfg is not None else config.load()
+    client = connect(url or cfg.clickhouse_url, cfg=cfg, role="reader")
     sql = f"SELECT uniqExact(request_id) FROM {config.CLICKHOUSE_DATABASE}.{config.AUDIT_TABLE} WHERE {where}"
     deadline = time.monotonic() + timeout_s
     while True:

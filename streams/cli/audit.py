@@ -124,8 +124,9 @@ def audit_session(args: argparse.Namespace) -> Iterator[Any]:
     from streams.audit.queries import Audit
     from streams.audit.store import connect
 
-    url = args.url or config.load().clickhouse_url
-    client = connect(url, role="reader")
+    cfg = config.load()
+    url = args.url or cfg.clickhouse_url
+    client = connect(url, cfg=cfg, role="reader")
     try:
         with clickhouse_errors(url, args.database):
             yield Audit(client, args.database)
@@ -159,7 +160,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from streams.audit.store import connect
 
     cfg = config.load()
-    client = connect(args.url, role="admin")
+    client = connect(args.url, cfg=cfg, role="admin")
     try:
         applied = migrate(client, args.database, cluster=cfg.clickhouse_cluster,
                           ttl_days=cfg.audit_ttl_days if args.ttl_days is None else args.ttl_days)
@@ -348,7 +349,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     cfg = config.load()
     url = args.url or cfg.clickhouse_url
     trusted = signing.trusted_keys(cfg)
-    client = connect(url, role="reader")
+    client = connect(url, cfg=cfg, role="reader")
     try:
         with clickhouse_errors(url, args.database, "audit chain tables"):
             report = verify(

@@ -470,7 +470,7 @@ class DevStack:
         if login is None:
             return
         user, password = (urllib.parse.quote(x, safe="") for x in login)
-        client = connect(f"http://{user}:{password}@127.0.0.1:{ports.clickhouse_http}")
+        client = connect(f"http://{user}:{password}@127.0.0.1:{ports.clickhouse_http}", cfg=self.settings)
         try:
             changed = chusers.upgrade_views(client)
         finally:

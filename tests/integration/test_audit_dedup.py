@@ -68,7 +68,7 @@ def sql_001_004(tmp_path: Path) -> Path:
 def database(url: str, sql_dir: Path) -> Iterator[AuditDB]:
     """A throw-away database migrated with the files of ``sql_dir`` (fresh_database always takes them all)."""
     name = f"pdx_t_dedup_mig_{uuid.uuid4().hex[:10]}"
-    client = connect(url)
+    client = connect(url, cfg=settings.load())
     try:
         migrate(client, name, sql_dir=sql_dir)
         yield AuditDB(url, name, client, AuditWriter(client, database=name), Audit(client, name))

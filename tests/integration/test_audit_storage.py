@@ -179,4 +179,4 @@ def test_connect_to_nothing_says_how_to_fix_it() -> None:
     from streams.errors import UserError
 
     with pytest.raises(UserError, match=r"cannot reach ClickHouse at http://127\.0\.0\.1:1.*pdx dev up clickhouse"):
-        connect("http://127.0.0.1:1")
+        connect("http://127.0.0.1:1", cfg=settings.load())

@@ -51,7 +51,7 @@ def trail(pipeline: Path) -> dict[str, Any]:
             return [d.request_id for d in await asyncio.gather(*asks)]
 
     ids = asyncio.run(ask())
-    assert wait_for_audit_rows(len(ids), request_ids=ids, timeout_s=60) == len(ids)
+    assert wait_for_audit_rows(len(ids), request_ids=ids, cfg=settings.load(), timeout_s=60) == len(ids)
     return {"ids": ids, "since": since}
 
 

@@ -103,7 +103,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Any]]:
             while not clickhouse_health(f"http://127.0.0.1:{n.http}")[0]:
                 assert time.monotonic() < deadline, procs.tail(n.home / "chserver.log")
                 time.sleep(0.3)
-            clients.append(connect(f"http://{admin['user']}:{admin['password']}@127.0.0.1:{n.http}"))
+            clients.append(connect(f"http://{admin['user']}:{admin['password']}@127.0.0.1:{n.http}", cfg=config.load()))
         yield clients
     finally:
         for c in clients:

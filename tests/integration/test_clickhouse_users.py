@@ -60,17 +60,18 @@ def test_credentials_are_generated_private_and_found_without_setup(clickhouse_ur
     users = json.loads(path.read_text())["users"]
     assert {r: users[r]["user"] for r in settings.CLICKHOUSE_ROLES} == settings.CLICKHOUSE_DEV_USERS
     for role, user in settings.CLICKHOUSE_DEV_USERS.items():
-        assert connect(clickhouse_url, role=role).query("SELECT currentUser()").result_rows[0][0] == user
+        client = connect(clickhouse_url, cfg=settings.load(), role=role)
+        assert client.query("SELECT currentUser()").result_rows[0][0] == user
 
 
 def test_sink_inserts_audit_records_and_nothing_else(db: AuditDB, clickhouse_url: str) -> None:
     """The sink writes the pdx database (the one AuditSink uses), through audit_ingest and its views."""
-    admin = connect(clickhouse_url, role="admin")
+    admin = connect(clickhouse_url, cfg=settings.load(), role="admin")
     migrate(admin)
-    sink = connect(clickhouse_url, role="sink")
+    sink = connect(clickhouse_url, cfg=settings.load(), role="sink")
     msgs = _records(12)
     AuditWriter(sink).insert_avro(avro_container.build(msgs), token=uuid.uuid4().hex)
-    reader = connect(clickhouse_url, role="reader")
+    reader = connect(clickhouse_url, cfg=settings.load(), role="reader")
     ids = [avro_container.request_id(m) for m in msgs]
     count = reader.query(
         f"SELECT uniqExact(request_id) FROM {settings.CLICKHOUSE_DATABASE}.{TABLE} "
@@ -90,7 +91,7 @@ def test_sink_inserts_audit_records_and_nothing_else(db: AuditDB, clickhouse_url
 
 
 def test_reader_reads_and_cannot_change_anything(db: AuditDB, clickhouse_url: str) -> None:
-    reader = connect(clickhouse_url, role="reader")
+    reader = connect(clickhouse_url, cfg=settings.load(), role="reader")
     reader.query(f"SELECT count() FROM {db.database}.{TABLE}")
     _denied(reader, f"INSERT INTO {db.database}.{TABLE} (request_id) VALUES ('forged')")
     _denied(reader, f"INSERT INTO {db.database}.audit_ingest FORMAT Avro")
@@ -102,7 +103,8 @@ def test_reader_reads_and_cannot_change_anything(db: AuditDB, clickhouse_url: st
 
 
 def test_default_user_without_password_gets_nothing(db: AuditDB, clickhouse_url: str) -> None:
-    anonymous = connect(clickhouse_url.replace("http://", "http://default@"))  # explicit user: no role lookup
+    # explicit user: no role lookup
+    anonymous = connect(clickhouse_url.replace("http://", "http://default@"), cfg=settings.load())
     assert anonymous.query("SELECT currentUser()").result_rows[0][0] == "default"
     _denied(anonymous, f"SELECT count() FROM {db.database}.{TABLE}")
     _denied(anonymous, f"INSERT INTO {db.database}.{TABLE} (request_id) VALUES ('forged')")
@@ -113,7 +115,7 @@ def test_default_user_without_password_gets_nothing(db: AuditDB, clickhouse_url:
 def test_wrong_password_is_refused_with_a_clear_error(clickhouse_url: str) -> None:
     port = urlparse(clickhouse_url).port
     with pytest.raises(UserError, match="refused the login of user 'pdx_reader'"):
-        connect(f"http://pdx_reader:wrong@127.0.0.1:{port}", role="reader")
+        connect(f"http://pdx_reader:wrong@127.0.0.1:{port}", cfg=settings.load(), role="reader")
 
 
 def test_admin_migrates_a_new_database_from_the_cli(clickhouse_url: str) -> None:
@@ -129,7 +131,7 @@ def test_admin_migrates_a_new_database_from_the_cli(clickhouse_url: str) -> None
         )
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["applied"]
-        reader = connect(clickhouse_url, role="reader")
+        reader = connect(clickhouse_url, cfg=settings.load(), role="reader")
         assert reader.query(f"SELECT count() FROM {name}.{TABLE}").result_rows[0][0] == 0
     finally:
-        connect(clickhouse_url, role="admin").command(f"DROP DATABASE IF EXISTS {name} SYNC")
+        connect(clickhouse_url, cfg=settings.load(), role="admin").command(f"DROP DATABASE IF EXISTS {name} SYNC")

@@ -67,8 +67,8 @@ async def _until(client: PolicyClient, run: str, wanted: str, unwanted: bool = F
 
 
 def _audited_attributes(request_id: str) -> dict[str, str]:
-    assert wait_for_audit_rows(1, request_ids=[request_id], timeout_s=60) == 1
-    rows = connect().query(
+    assert wait_for_audit_rows(1, request_ids=[request_id], cfg=settings.load(), timeout_s=60) == 1
+    rows = connect(cfg=settings.load()).query(
         f"SELECT request_json FROM {settings.CLICKHOUSE_DATABASE}.{settings.AUDIT_TABLE} WHERE request_id = %(r)s",
         parameters={"r": request_id},
     ).result_rows
@@ -200,7 +200,7 @@ async def test_the_caller_waits_for_a_second_person(client: PolicyClient) -> Non
     assert (d.decision, d.reason_codes) == ("allow", ["config_write_preapproved"])
 
     # the whole story for an incident responder: step_up → approval request → who granted it → the allow
-    assert wait_for_audit_rows(1, request_ids=[d.request_id], timeout_s=60) == 1
+    assert wait_for_audit_rows(1, request_ids=[d.request_id], cfg=settings.load(), timeout_s=60) == 1
     shown = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "streams.cli.main", "audit", "explain", d.request_id, "--json"],
         capture_output=True, text=True, timeout=120, check=True)
@@ -211,7 +211,8 @@ async def test_the_caller_waits_for_a_second_person(client: PolicyClient) -> Non
     assert story["time_to_resolve_s"] >= 0
     now = datetime.now(UTC)
     per_identity = {r["identity_id"]: r for r in approval_requests_by_identity(
-        Audit(connect(role="reader"), settings.CLICKHOUSE_DATABASE), now - timedelta(minutes=10), now)}
+        Audit(connect(cfg=settings.load(), role="reader"), settings.CLICKHOUSE_DATABASE),
+        now - timedelta(minutes=10), now)}
     assert per_identity[AGENT]["approved"] >= 1
 
 

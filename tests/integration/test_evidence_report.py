@@ -52,7 +52,7 @@ async def _put_stale_agent(ident: str) -> None:
 
 
 def _has_approvals_column() -> bool:
-    client = connect(settings.load().clickhouse_url, role="reader")
+    client = connect(cfg=settings.load(), role="reader")
     try:
         rows = client.query(
             "SELECT count() FROM system.columns "

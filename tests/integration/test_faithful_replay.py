@@ -93,10 +93,10 @@ async def test_same_bundle_replay_of_a_mixed_day_changes_nothing(client: PolicyC
     finally:
         await publish_policies(str(settings.POLICIES_DIR), "tests-replay", cfg=settings.load())
     ids = [d.request_id for d in sent]
-    assert wait_for_audit_rows(len(ids), request_ids=ids, timeout_s=60) == len(ids)
+    assert wait_for_audit_rows(len(ids), request_ids=ids, cfg=settings.load(), timeout_s=60) == len(ids)
     until = datetime.now(UTC) + timedelta(seconds=1)
 
-    ch = connect()
+    ch = connect(cfg=settings.load())
     try:
         bundles = {shipped.version: shipped, candidate.version: candidate}
         result = impact(ch, shipped, since, until, recorded_bundles=bundles)

@@ -48,8 +48,9 @@ async def test_hostile_requests_are_audited_denies_and_stall_nothing(client: Pol
     d = await client.check("agent-config-bot", "config:read", resource, timeout=10)
     assert d.decision == "allow" and time.monotonic() - started < 10, "the worker went on at once"
 
-    assert wait_for_audit_rows(len(hostile), request_ids=list(hostile), timeout_s=60) == len(hostile)
-    ch = connect(settings.load().clickhouse_url)
+    audited = wait_for_audit_rows(len(hostile), request_ids=list(hostile), cfg=settings.load(), timeout_s=60)
+    assert audited == len(hostile)
+    ch = connect(cfg=settings.load())
     rows = dict(ch.query(
         f"SELECT request_id, reason_codes[1] FROM {settings.CLICKHOUSE_DATABASE}.{settings.AUDIT_TABLE} FINAL "
         "WHERE request_id IN {ids:Array(String)} AND decision = 'deny'",

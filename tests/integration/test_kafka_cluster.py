@@ -78,7 +78,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         ensure_dev_keys(s)
         result = asyncio.run(create_topics(s, 4, 4))
         assert result[settings.TOPIC_REQUESTS] == "created (4 partitions, replication 3, min ISR 2)", result
-        migrate(connect(s.clickhouse_url, role="admin"), ttl_days=s.audit_ttl_days)
+        migrate(connect(s.clickhouse_url, cfg=s, role="admin"), ttl_days=s.audit_ttl_days)
         asyncio.run(publish_policies(str(settings.POLICIES_DIR), "tests", cfg=settings.load()))
         asyncio.run(load_inventory(str(settings.REPO_ROOT / "examples" / "inventory.yaml"), show_progress=False,
                                    cfg=settings.load()))
@@ -151,7 +151,7 @@ async def _read_replies(reply_partition: int, prefix: str, out: Replies) -> None
 
 def _audit_rows(prefix: str, want: set[str], bound_s: float = 60.0) -> list[tuple[str, str]]:
     """Every audit row (not FINAL: duplicates count) of this run, once ``want`` are all there (bounded)."""
-    client = connect(settings.load().clickhouse_url, role="reader")
+    client = connect(cfg=settings.load(), role="reader")
     sql = (f"SELECT request_id, decision FROM {settings.CLICKHOUSE_DATABASE}.{settings.AUDIT_TABLE} "
            "WHERE startsWith(request_id, {p:String})")
     deadline = time.monotonic() + bound_s

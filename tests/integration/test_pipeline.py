@@ -31,7 +31,7 @@ AUDIT = f"{settings.CLICKHOUSE_DATABASE}.{settings.AUDIT_TABLE}"
 
 
 def audit_count(request_ids: list[str], timeout_s: float = 60.0) -> int:
-    return wait_for_audit_rows(len(request_ids), request_ids=request_ids, timeout_s=timeout_s)
+    return wait_for_audit_rows(len(request_ids), request_ids=request_ids, cfg=settings.load(), timeout_s=timeout_s)
 
 
 async def test_seed_scenarios_through_kafka(client: PolicyClient) -> None:
@@ -230,7 +230,7 @@ async def test_two_workers_share_partitions_and_answer_once(pipeline: Path, clie
     ids = [r.request_id for r in requests]
     assert all(replies[i] == 1 for i in ids), "every request answered exactly once"
     assert audit_count(ids) == n
-    ch = connect(settings.load().clickhouse_url)
+    ch = connect(cfg=settings.load())
     rows = ch.query(f"SELECT count() FROM {AUDIT} FINAL WHERE request_id IN {{ids:Array(String)}}",
                     parameters={"ids": ids}).result_rows[0][0]
     assert rows == n, "audited once"

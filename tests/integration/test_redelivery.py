@@ -96,8 +96,8 @@ async def test_redelivered_requests_repeat_the_recorded_decision_and_are_audited
         assert decided == ["allow", "allow"], "the redelivery repeats the recorded decision, not a new one"
     audited = [v for _, _, v, _ in await read_all(settings.TOPIC_AUDIT) if _request_id(v) in ids]
     assert len(audited) == 20, "audited once"
-    assert wait_for_audit_rows(20, request_ids=sorted(ids), timeout_s=60) == 20
-    ch = connect(settings.load().clickhouse_url)
+    assert wait_for_audit_rows(20, request_ids=sorted(ids), cfg=settings.load(), timeout_s=60) == 20
+    ch = connect(cfg=settings.load())
     rows = ch.query(
         f"SELECT decision, count() FROM {settings.CLICKHOUSE_DATABASE}.{settings.AUDIT_TABLE} FINAL "
         "WHERE request_id IN {ids:Array(String)} GROUP BY decision", parameters={"ids": sorted(ids)}).result_rows

@@ -26,8 +26,8 @@ async def test_secrets_never_reach_clickhouse_or_explain(client: PolicyClient) -
     context = {"attributes": {"authorization": SECRET, "forwarded": JWT, "ticket": "CHG-7"}}
     d = await client.check("agent-config-bot", "config:read", resource, context, on_behalf_of=["alice"])
     assert d.decision == "allow"
-    assert wait_for_audit_rows(1, request_ids=[d.request_id], timeout_s=60) == 1
-    rows = connect().query(
+    assert wait_for_audit_rows(1, request_ids=[d.request_id], cfg=settings.load(), timeout_s=60) == 1
+    rows = connect(cfg=settings.load()).query(
         f"SELECT request_json FROM {settings.CLICKHOUSE_DATABASE}.{settings.AUDIT_TABLE} WHERE request_id = %(r)s",
         parameters={"r": d.request_id},
     ).result_rows

@@ -53,8 +53,8 @@ async def test_tokens_are_verified_through_kafka(client: PolicyClient, services:
     for expected, d in decisions.items():
         assert d.decision == "deny" and expected in d.reason_codes, (expected, d.reason_codes)
     allowed = await client.check("svc-billing", "api:call", INVOICES, INTERNAL, token=good)
-    assert wait_for_audit_rows(1, request_ids=[allowed.request_id], timeout_s=60) == 1
-    stored = connect(role="reader").query(
+    assert wait_for_audit_rows(1, request_ids=[allowed.request_id], cfg=settings.load(), timeout_s=60) == 1
+    stored = connect(cfg=settings.load(), role="reader").query(
         f"SELECT request_json FROM {settings.CLICKHOUSE_DATABASE}.{settings.AUDIT_TABLE} WHERE request_id = %(r)s",
         parameters={"r": allowed.request_id},
     ).result_rows[0][0]
