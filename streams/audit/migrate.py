@@ -14,8 +14,20 @@ not (an ``EXCHANGE TABLES``, an ``INSERT ... SELECT``) is preceded by one or mor
 
 and runs only when every condition's query returns a true (non-zero) first value; otherwise it is skipped.
 
-After the versions, the retention TTL of the audit and rollup tables is reconciled with the configured number
-of days (``ALTER TABLE ... MODIFY TTL``) so changing PDX_AUDIT_TTL_DAYS takes effect on the next migrate.
+A column of the audit table is declared once, in streams/contracts/audit_fields.py; the migration that adds it
+names it and the declaration gives its type, codec and default::
+
+    -- add column: new_column
+
+(expanded to a guarded ``ALTER TABLE $db.$audit_table ADD COLUMN IF NOT EXISTS ...``).
+
+After the versions, two things that hold no data are reconciled with the code:
+
+* the ingest objects (audit_ingest, audit_ingest_mv, audit_chain_links_mv), built from the Avro schema and the
+  audit fields by streams/audit/ingest.py, are re-created when their fingerprint (the ingest table's comment)
+  differs from what the code builds, so a migration that adds a field never repeats the view;
+* the retention TTL of the audit and rollup tables is made equal to the configured number of days
+  (``ALTER TABLE ... MODIFY TTL``) so changing PDX_AUDIT_TTL_DAYS takes effect on the next migrate.
 """
 
 from __future__ import annotations
@@ -29,7 +41,9 @@ from string import Template
 from typing import Any
 
 from streams import config
+from streams.audit import ingest
 from streams.audit.store import check_identifier
+from streams.contracts import audit_fields
 from streams.errors import UserError
 
 _FILE = re.compile(r"^(\d{3,})_([A-Za-z0-9_]+)\.sql$")
@@ -38,6 +52,18 @@ _STATEMENT_END = re.compile(r";[ \t]*(?:\n|$)")
 _CONDITION = re.compile(r"^\s*--\s*only if:\s*(.*?)\s*;?\s*$", re.I)
 #: How a condition line is carried through statement splitting (cannot occur in SQL text read from a file).
 _MARK = "\0only if:"
+#: ``-- add column: <name>``: add the audit table column the audit fields declare (see the module docstring).
+_ADD_COLUMN = re.compile(r"^\s*--\s*add column:\s*(\w+)\s*$", re.I | re.M)
+
+#: Earlier texts of migrations that were rewritten without changing the tables they leave: 004, 006, 007 and 008
+#: each created the ingest view again, which is now built from the declarations and reconciled after the
+#: versions (:func:`reconcile_ingest`). A database that ran an earlier text is up to date with the new one.
+SUPERSEDED: dict[str, frozenset[str]] = {
+    "004": frozenset({"0e7153aeed2905f0f7c654ed7ce67ca5a7ebd03ab59176bac96a369d81461c66"}),
+    "006": frozenset({"d70cba287faaf6c5953b0182128a8f23dced5d4e39688e0659b8b6d21d096eee"}),
+    "007": frozenset({"952091c2c3a18ad42ada0ad98a5c0ddb2fd37f33497bdf1f86fceb038d83fb7a"}),
+    "008": frozenset({"8acdd0d75f4882d7a2fea0420d99e1c32ab739c59040145a09475258706f9ddf"}),
+}
 
 #: Tables whose TTL follows the configured retention, with the expression their TTL is on.
 TTL_TABLES: dict[str, str] = {
@@ -72,7 +98,7 @@ class Migration:
 
     def steps(self, params: dict[str, str]) -> list[Step]:
         """The statements with their ``-- only if:`` conditions, in file order."""
-        sql = Template(self.template).substitute(params)
+        sql = Template(_ADD_COLUMN.sub(lambda m: self._add_column(m.group(1)), self.template)).substitute(params)
         lines = []
         for line in sql.splitlines():
             cond = _CONDITION.match(line)
@@ -101,6 +127,16 @@ class Migration:
             elif conditions:
                 raise MigrationError(f"migration {self.path.name}: `-- only if:` with no statement after it")
         return steps
+
+
+    def _add_column(self, name: str) -> str:
+        field = audit_fields.BY_NAME.get(name)
+        if field is None:
+            raise MigrationError(f"migration {self.path.name}: `-- add column: {name}` names no audit field "
+                                 "(declare it in streams/contracts/audit_fields.py FIELDS)")
+        return (f"-- only if: SELECT count() = 0 FROM system.columns WHERE database = '$db' AND table = "
+                f"'$audit_table' AND name = '{name}'\n"
+                f"ALTER TABLE $db.$audit_table ADD COLUMN IF NOT EXISTS {field.ddl()};")
 
 
 @dataclass(frozen=True)
@@ -181,6 +217,8 @@ def migrate(
     client.command(f"CREATE DATABASE IF NOT EXISTS {db}")
     client.command(_bookkeeping_table(db))
     applied = _apply(client, db, discover(sql_dir), p, client.command, "")
+    if sql_dir == config.AUDIT_SQL_DIR:  # the shipped migrations make the tables the ingest objects write
+        reconcile_ingest(client, db, p, client.command)
     reconcile_ttl(client, db, int(p["ttl_days"]), p["audit_table"])
     return applied
 
@@ -201,7 +239,7 @@ def _apply(
     applied: list[str] = []
     for mig in migrations:
         if mig.version in done:
-            if done[mig.version] != mig.checksum:
+            if done[mig.version] != mig.checksum and done[mig.version] not in SUPERSEDED.get(mig.version, ()):
                 raise MigrationError(
                     f"migration {mig.path.name} changed after it was applied to {db}; add a new migration file instead"
                 )
@@ -222,6 +260,36 @@ def _apply(
         )
         applied.append(mig.version)
     return applied
+
+
+def ingest_is_current(client: Any, database: str, ingest_table: str = ingest.INGEST_TABLE) -> bool:
+    """Whether the database's ingest objects are the ones the code builds: the ingest table carries the current
+    fingerprint as its comment and both views exist."""
+    rows = client.query(
+        "SELECT name, comment FROM system.tables WHERE database = {db:String} AND name IN {names:Array(String)}",
+        parameters={"db": database, "names": [ingest_table, *ingest.VIEWS]},
+    ).result_rows
+    found = {str(name): str(comment) for name, comment in rows}
+    return found.get(ingest_table) == ingest.fingerprint() and all(v in found for v in ingest.VIEWS)
+
+
+def reconcile_ingest(
+    client: Any,
+    database: str,
+    p: dict[str, str],
+    execute: Callable[[str], Any],
+    ingest_table: str = ingest.INGEST_TABLE,
+) -> bool:
+    """Re-create the ingest objects (streams/audit/ingest.py) unless they are current; True when it did. They
+    hold no data: an insert from a running sink in between fails and is retried."""
+    if ingest_is_current(client, database, ingest_table):
+        return False
+    for sql in ingest.statements():
+        try:
+            execute(Template(sql).substitute(p))
+        except Exception as exc:
+            raise MigrationError(f"re-creating the audit ingest objects in {database} failed: {exc}") from exc
+    return True
 
 
 def current_ttl_days(client: Any, database: str, table: str) -> int | None:
@@ -366,12 +434,12 @@ class ClusterPlan:
     @classmethod
     def of(cls, migrations: list[Migration], p: dict[str, str]) -> ClusterPlan:
         tables, views = set(), set()
-        for mig in migrations:
-            for step in mig.steps(p):
-                if m := _CREATE_TABLE.match(step.sql):
-                    tables.add(m.group(2))
-                elif m := _CREATE_VIEW.match(step.sql):
-                    views.add(m.group(2))
+        built = [Template(sql).substitute(p) for sql in ingest.statements()]  # the ingest objects (reconciled)
+        for sql in [step.sql for mig in migrations for step in mig.steps(p)] + built:
+            if m := _CREATE_TABLE.match(sql):
+                tables.add(m.group(2))
+            elif m := _CREATE_VIEW.match(sql):
+                views.add(m.group(2))
         tables |= {name for name in (p["audit_table"], *TTL_TABLES) if not name.startswith("$")}
         return cls(p["db"], frozenset(tables), frozenset(views))
 
@@ -517,6 +585,8 @@ def migrate_cluster(
     else:
         client.command(_bookkeeping_table(db))
     applied = _apply(client, db, migrations, p, run.step, f" on cluster {cluster.name}")
+    if sql_dir == config.AUDIT_SQL_DIR:
+        reconcile_ingest(client, db, p, run.step, plan.local(ingest.INGEST_TABLE))
     days = int(p["ttl_days"])
     for name, expr in TTL_TABLES.items():
         table = p["audit_table"] if name == "$audit_table" else name

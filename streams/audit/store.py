@@ -20,16 +20,20 @@ deduplication token derived from its request ids, and the table collapses rows b
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from streams import config
 from streams.audit import avro_container
+from streams.contracts import audit_fields
+from streams.contracts.audit_fields import APPROVAL_FIELDS as APPROVAL_FIELDS  # re-exported: the row mapping's names
+from streams.contracts.audit_fields import COLUMNS as COLUMNS
+from streams.contracts.audit_fields import dumps as dumps
+from streams.contracts.audit_fields import named_fields as named_fields
+from streams.contracts.audit_fields import to_utc as to_utc
 from streams.errors import ContractError, PdxError, UserError
 
 try:  # clickhouse-connect is a runtime dependency; imported lazily-typed so mypy stays happy without stubs
@@ -41,54 +45,7 @@ except ImportError:  # pragma: no cover - dependency missing
     Client = Any  # type: ignore[misc,assignment]
     ClickHouseError = Exception  # type: ignore[misc,assignment]
 
-try:  # orjson is ~10x faster than json for the request/identity snapshots (the sink's hot path)
-    import orjson
-except ImportError:  # pragma: no cover - optional speed-up
-    orjson = None  # type: ignore[assignment,unused-ignore]
-
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-#: Columns written by the sink, in the order :func:`audit_row` returns them (see sql/001_audit_table.sql).
-COLUMNS: tuple[str, ...] = (
-    "request_id",
-    "occurred_at",
-    "received_at",
-    "decided_at",
-    "evaluated_at",
-    "identity_id",
-    "identity_known",
-    "identity_kind",
-    "identity_status",
-    "identity_owner",
-    "identity_risk_tier",
-    "identity_tags",
-    "credential_age_days",
-    "on_behalf_of",
-    "action",
-    "resource_id",
-    "resource_type",
-    "resource_environment",
-    "resource_sensitivity",
-    "source_ip",
-    "decision",
-    "reason_codes",
-    "reasons",
-    "matched_rules",
-    "obligations",
-    "monitor",
-    "bundle_version",
-    "eval_us",
-    "worker_id",
-    "source_topic",
-    "source_partition",
-    "source_offset",
-    "request_json",
-    "identity_json",
-    "record_hash",
-    "approvals",
-    "principals_json",
-)
-
 
 class AuditRecordError(ContractError):
     """One AuditRecord cannot be mapped to a row (missing/invalid field). Carries the request id if known."""
@@ -245,94 +202,9 @@ def denies_access(exc: BaseException) -> bool:
 
 
 # ---- AuditRecord -> row --------------------------------------------------------------------------------------
-
-
-def to_utc(value: Any, field: str) -> datetime:
-    """Aware UTC datetime from a datetime (naive = UTC) or an ISO-8601 string."""
-    if value.__class__ is datetime and value.tzinfo is UTC:
-        return value  # type: ignore[no-any-return]
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"{field}: not an ISO-8601 timestamp: {value!r}") from None
-        return to_utc(parsed, field)
-    raise ValueError(f"{field}: expected a timezone-aware datetime, got {type(value).__name__}")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return to_utc(value, "json").isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
-
-
-def dumps(obj: Any) -> str:
-    """Compact JSON with datetimes as ISO-8601 UTC strings (what request_json / identity_json hold)."""
-    if orjson is not None:
-        try:
-            return orjson.dumps(obj, default=_json_default).decode()
-        except TypeError:
-            pass  # e.g. non-string map keys: fall back to the stdlib encoder below
-    return json.dumps(obj, default=_json_default, separators=(",", ":"), ensure_ascii=False)
-
-
-def credential_age_days(identity: Mapping[str, Any] | None, at: datetime) -> float | None:
-    """Age in days at ``at`` of the oldest *active* credential (age counts from rotated_at, else created_at)."""
-    if not identity:
-        return None
-    oldest: datetime | None = None
-    for cred in identity.get("credentials") or ():
-        if cred.get("status", "active") != "active":
-            continue
-        since = cred.get("rotated_at") or cred.get("created_at")
-        if since is None:
-            continue
-        ts = to_utc(since, "credential.created_at")
-        if oldest is None or ts < oldest:
-            oldest = ts
-    if oldest is None:
-        return None
-    return max((at - oldest).total_seconds(), 0.0) / 86400.0
-
-
-def record_hash(record: Mapping[str, Any]) -> str:
-    """The record's hash-chain hash as the audit table stores it (lowercase hex; '' for an unchained record)."""
-    chain = record.get("chain")
-    if not chain:
-        return ""
-    value = chain["hash"]
-    return value.hex() if isinstance(value, (bytes, bytearray)) else str(value)
-
-
-#: The fields of an ``approvals`` column element (sql/008), in order.
-APPROVAL_FIELDS = ("approval_id", "approved_by", "granted_at", "expires_at")
-
-
-def named_fields(value: Any, names: Sequence[str]) -> tuple[Any, ...]:
-    """A named Tuple column's element (clickhouse-connect returns named tuples as dicts) as a plain tuple."""
-    if isinstance(value, Mapping):
-        return tuple(value[n] for n in names)
-    return tuple(value)
-
-
-def relied_on_columns(relied_on: Mapping[str, Any] | None) -> tuple[list[tuple[Any, ...]], str]:
-    """The ``approvals`` and ``principals_json`` columns of an AuditRecord's ``relied_on`` (sql/008)."""
-    if not relied_on:
-        return [], "[]"
-    approvals = [
-        (str(a["approval_id"]), str(a.get("approved_by") or ""), to_utc(a["granted_at"], "approval.granted_at"),
-         to_utc(a["expires_at"], "approval.expires_at"))
-        for a in relied_on.get("approvals") or ()
-    ]
-    return approvals, dumps(list(relied_on.get("principals") or ()))
+#
+# The mapping is declared once, in streams/contracts/audit_fields.py (FIELDS): column types, the view's SQL and
+# the Python derivation side by side. These names stay importable from here.
 
 
 def audit_row(record: Mapping[str, Any]) -> list[Any]:
@@ -340,77 +212,12 @@ def audit_row(record: Mapping[str, Any]) -> list[Any]:
 
     Raises :class:`AuditRecordError` naming the request id and the field when the record is malformed.
     """
-    request_id: str | None = None
     try:
-        request = record["request"]
-        decision = record["decision"]
-        request_id = str(request["request_id"])
-        identity = record.get("identity")
-        resource = request.get("resource") or {}
-        context = request.get("context") or {}
-        decided_at = to_utc(record["decided_at"], "decided_at")
-        evaluated = decision.get("evaluated_at")
-        reasons = decision.get("reasons") or []
-        outcome = str(decision["decision"])
-        if outcome not in ("allow", "deny", "step_up"):
-            raise ValueError(f"decision.decision: unknown outcome {outcome!r}")
-        return [
-            request_id,
-            to_utc(request["occurred_at"], "request.occurred_at"),
-            to_utc(record.get("received_at") or decided_at, "received_at"),
-            decided_at,
-            to_utc(evaluated, "decision.evaluated_at") if evaluated is not None else decided_at,
-            str(request["identity_id"]),
-            identity is not None,
-            str(identity.get("kind") or "") if identity else "",
-            str(identity.get("status") or "") if identity else "",
-            str(identity.get("owner") or "") if identity else "",
-            str(identity.get("risk_tier") or "") if identity else "",
-            [str(t) for t in (identity.get("tags") or ())] if identity else [],
-            credential_age_days(identity, decided_at),
-            [str(p) for p in request.get("on_behalf_of") or ()],
-            str(request["action"]),
-            str(resource["id"]),
-            str(resource.get("type") or ""),
-            str(resource.get("environment") or ""),
-            str(resource.get("sensitivity") or ""),
-            str(context.get("source_ip") or ""),
-            outcome,
-            [str(r.get("code") or "") for r in reasons],
-            [
-                (
-                    str(r.get("code") or ""),
-                    str(r.get("message") or ""),
-                    str(r.get("policy") or ""),
-                    str(r.get("rule") or ""),
-                )
-                for r in reasons
-            ],
-            [str(m) for m in decision.get("matched_rules") or ()],
-            {str(k): str(v) for k, v in (decision.get("obligations") or {}).items()},
-            [
-                (
-                    str(m.get("policy") or ""),
-                    str(m.get("rule") or ""),
-                    str(m.get("effect") or ""),
-                    str(m.get("reason_code") or ""),
-                )
-                for m in decision.get("monitor") or ()
-            ],
-            str(decision.get("bundle_version") or ""),
-            max(int(decision.get("eval_us") or 0), 0),
-            str(record.get("worker_id") or decision.get("worker_id") or ""),
-            str(record.get("source_topic") or ""),
-            int(record.get("source_partition") or 0),
-            int(record.get("source_offset") or 0),
-            dumps(request),
-            dumps(identity) if identity is not None else None,
-            record_hash(record),
-            *relied_on_columns(record.get("relied_on")),
-        ]
-    except AuditRecordError:
-        raise
+        return audit_fields.audit_row(record)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        request = record.get("request") if isinstance(record, Mapping) else None
+        rid = request.get("request_id") if isinstance(request, Mapping) else None
+        request_id = str(rid) if rid is not None else None
         detail = f"missing field {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
         raise AuditRecordError(f"audit record {request_id or '?'}: {detail}", request_id) from exc
 

@@ -40,17 +40,14 @@ from typing import Any
 
 from streams import config
 from streams.audit.store import (
-    APPROVAL_FIELDS,
     CHECKPOINTS_TABLE,
     COLUMNS,
     LINKS_TABLE,
     AuditRecordError,
     audit_row,
     check_identifier,
-    named_fields,
-    to_utc,
 )
-from streams.contracts import audit_chain, signing
+from streams.contracts import audit_chain, audit_fields, signing
 
 #: Problem kinds (all fail the run).
 BROKEN = "broken"  # a link's hash or prev does not recompute, or a fork
@@ -70,7 +67,7 @@ _CHECKPOINT_COLUMNS = (
     "chain_id", "seq", "head_hash", "final", "worker_id", "source_topic", "source_partition",
     "toUnixTimestamp64Milli(signed_at)", "key_id", "signature",
 )  # fmt: skip
-_TIMES = ("occurred_at", "received_at", "decided_at", "evaluated_at")
+_TIMES = audit_fields.TIMES
 
 
 @dataclass(frozen=True)
@@ -238,85 +235,36 @@ class StoredRow:
             self.error = f"cannot rebuild the record from its columns: {exc}"
 
     def _hash(self, times: Mapping[str, int]) -> None:
-        c = self.columns
-        self.request = json.loads(c["request_json"])
-        identity = json.loads(c["identity_json"]) if c["identity_json"] is not None else None
-        reasons = [named_fields(r, ("code", "message", "policy", "rule")) for r in c["reasons"]]
-        monitor = [named_fields(m, ("policy", "rule", "effect", "reason_code")) for m in c["monitor"]]
-        approvals = [named_fields(a, APPROVAL_FIELDS) for a in c["approvals"]]
-        principals = json.loads(c["principals_json"] or "[]")
-        relied_on = {
-            "approvals": [dict(zip(APPROVAL_FIELDS, a, strict=True)) for a in approvals],
-            "principals": principals,
-        } if approvals or principals else None
-        self.request_digest = audit_chain.request_digest(self.request).hex()
-        self.body_digest = audit_chain.digest(
-            audit_chain.body(
-                audit_chain.identity_digest(identity).hex() if identity is not None else None,
-                str(c["decision"]),
-                [[str(r[0]), str(r[1]), str(r[2] or ""), str(r[3] or "")] for r in reasons],
-                [str(m) for m in c["matched_rules"]],
-                {str(k): str(v) for k, v in c["obligations"].items()},
-                [[str(x) for x in m] for m in monitor],
-                str(c["bundle_version"]),
-                int(c["eval_us"]),
-                times["evaluated_at"],
-                times["received_at"],
-                times["decided_at"],
-                str(c["worker_id"]),
-                str(c["source_topic"]),
-                int(c["source_partition"]),
-                int(c["source_offset"]),
-                audit_chain.relied_on_part(
-                    [(str(a[0]), str(a[1]), to_utc(a[2], "granted_at"), to_utc(a[3], "expires_at")) for a in approvals],
-                    [audit_chain.identity_digest(p).hex() for p in principals],
-                ),
-            )
-        ).hex()
-        # every derived column must be what the hashed content derives to (store.audit_row is the reference
-        # the ingest view is tested against)
-        record = {
-            "request": self.request,
-            "identity": identity,
-            "decision": {
-                "request_id": self.request.get("request_id"),
-                "decision": c["decision"],
-                "reasons": [{"code": r[0], "message": r[1], "policy": r[2] or None, "rule": r[3] or None}
-                            for r in reasons],
-                "matched_rules": list(c["matched_rules"]),
-                "obligations": dict(c["obligations"]),
-                "monitor": [{"policy": m[0], "rule": m[1], "effect": m[2], "reason_code": m[3]} for m in monitor],
-                "bundle_version": c["bundle_version"],
-                "evaluated_at": _micros_to_dt(times["evaluated_at"]),
-                "eval_us": c["eval_us"],
-                "worker_id": c["worker_id"],
-            },
-            "received_at": _micros_to_dt(times["received_at"]),
-            "decided_at": _micros_to_dt(times["decided_at"]),
-            "source_topic": c["source_topic"],
-            "source_partition": c["source_partition"],
-            "source_offset": c["source_offset"],
-            "worker_id": c["worker_id"],
-            "chain": {"hash": c["record_hash"]},
-            "relied_on": relied_on,
-        }
+        c = {**self.columns, **{t: _micros_to_dt(us) for t, us in times.items()}}
+        # the record the row stores (the audit fields that hold part of it), hashed as the worker hashed it
+        record = audit_fields.record_of_columns(c)
+        self.request = record["request"]
+        request_digest, body_digest = audit_chain.record_digests(record)
+        self.request_digest, self.body_digest = request_digest.hex(), body_digest.hex()
+        # every other column must be what the hashed content derives to (audit_row is the reference the ingest
+        # view is tested against); the storing columns are hashed themselves (the JSON ones as parsed: ClickHouse
+        # and Python escape some characters apart)
         expected = dict(zip(COLUMNS, audit_row(record), strict=True))
         for name in COLUMNS:
-            if name in ("request_json", "identity_json", "received_at", "decided_at", "evaluated_at"):
-                continue  # hashed themselves (the JSON as parsed: ClickHouse and Python escape some characters apart)
-            want, have = _normal(expected[name]), times[name] if name in _TIMES else c[name]
-            if name == "reasons":
-                have = reasons
-            elif name == "monitor":
-                have = monitor
-            elif name == "approvals":
-                have = approvals
+            if name in _HASHED_AS_IS:
+                continue
+            want, have = _normal(expected[name]), c[name]
+            if name in _NAMED_TUPLES:
+                have = [audit_fields.named_fields(v, _NAMED_TUPLES[name]) for v in have]
             elif name == "principals_json":
-                want, have = json.loads(str(expected[name])), principals
+                want, have = json.loads(str(expected[name])), json.loads(str(have or "[]"))
             have = _normal(have)
             if want != have:
                 self.error = f"column {name} is {have!r}, its hashed content says {want!r}"
                 return
+
+
+#: Columns hashed themselves rather than compared: the JSON as parsed (ClickHouse and Python escape some
+#: characters apart) and the record's own times (occurred_at, part of the request, is compared).
+_HASHED_AS_IS = frozenset({"request_json", "identity_json", "received_at", "decided_at", "evaluated_at"})
+#: Columns of named tuples, compared as plain tuples.
+_NAMED_TUPLES = {"reasons": audit_fields.REASON_FIELDS, "monitor": audit_fields.MONITOR_FIELDS,
+                 "approvals": audit_fields.APPROVAL_FIELDS}  # fmt: skip
 
 
 class Verifier:

@@ -355,7 +355,7 @@ class Decider:
             chains.track(out, link)
         return out
 
-    def _relied_on(self, d: Decision) -> tuple[bytes | None, list[Any] | None]:
+    def _relied_on(self, d: Decision) -> tuple[bytes | None, audit_chain.ReliedOn | None]:
         """(encoded ``relied_on`` field, its hashed form) for the spliced record: the approvals and principal
         snapshots the decision read, spliced from the inventory messages the worker holds. (None, None) when a
         principal's message is in another schema version (the record is then encoded the ordinary way)."""

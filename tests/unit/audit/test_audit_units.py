@@ -24,9 +24,10 @@ from streams.audit.dashboard import (
 from streams.audit.migrate import discover, params
 from streams.audit.queries import SearchFilters, glob_to_regex
 from streams.audit.report import hbars, render_html, stacked_columns
-from streams.audit.store import COLUMNS, AuditRecordError, audit_row, check_identifier, credential_age_days, dedup_token
+from streams.audit.store import COLUMNS, AuditRecordError, audit_row, check_identifier, dedup_token
 from streams.bench import synthetic
 from streams.cli.audit import parse_when
+from streams.contracts.audit_fields import credential_age_days
 from streams.errors import UserError
 
 T = datetime(2026, 5, 4, 12, 0, 0, 250000, tzinfo=UTC)
