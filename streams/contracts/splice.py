@@ -13,8 +13,10 @@ method as ``wire.splice_audit_record``; this module does not import wire (no imp
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import itemgetter
 
 from streams.contracts import WireError
 
@@ -53,15 +55,36 @@ def _micros(dt: _dt.datetime) -> int:
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+#: The AuditRecord fields this module encodes, by name, in the order :meth:`AuditSplicer.splice_audit_record`
+#: builds them (joined in the schema's order: ``field_order``).
+SPLICED_FIELDS = (
+    "request", "identity", "decision", "received_at", "decided_at", "source_topic", "source_partition",
+    "source_offset", "worker_id", "chain", "relied_on",
+)  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class AuditSplicer:
     """Splices AuditRecord messages whose parts were written with the schemas these headers name (the
-    CURRENT schemas: ``MAGIC + fingerprint``)."""
+    CURRENT schemas: ``MAGIC + fingerprint``). ``field_order``: the AuditRecord schema's field names in order;
+    the parts are joined by name in that order, so a field added to the schema without a part here fails at
+    import (``__post_init__``) instead of shifting the bytes."""
 
     request_header: bytes
     identity_header: bytes
     decision_header: bytes
     audit_header: bytes
+    field_order: tuple[str, ...]
+    #: picks the built parts (SPLICED_FIELDS order) in the schema's order: one C call per record
+    _in_schema_order: Callable[[tuple[bytes, ...]], tuple[bytes, ...]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if sorted(self.field_order) != sorted(SPLICED_FIELDS):
+            raise WireError(
+                f"AuditRecord fields {sorted(self.field_order)} are not the spliced ones {sorted(SPLICED_FIELDS)}: "
+                "teach streams/contracts/splice.py the new field"
+            )
+        object.__setattr__(self, "_in_schema_order", itemgetter(*(SPLICED_FIELDS.index(n) for n in self.field_order)))
 
     def splice_audit_record(
         self,
@@ -93,22 +116,20 @@ class AuditSplicer:
             return None
         if received_at.tzinfo is None or decided_at.tzinfo is None:
             raise WireError("cannot encode AuditRecord: received_at/decided_at must be timezone-aware")
-        return b"".join(
-            (
-                self.audit_header,
-                request,
-                b"\x00" if identity_msg is None else b"\x02" + identity,  # union index 0 = null, 1 = Identity
-                decision,
-                _zigzag(_micros(received_at)),
-                _zigzag(_micros(decided_at)),
-                _avro_string(source_topic),
-                _zigzag(source_partition),
-                _zigzag(source_offset),
-                _avro_string(worker_id),
-                chain,
-                relied_on,
-            )
+        parts = (  # in SPLICED_FIELDS order
+            request,
+            b"\x00" if identity_msg is None else b"\x02" + identity,  # union index 0 = null, 1 = Identity
+            decision,
+            _zigzag(_micros(received_at)),
+            _zigzag(_micros(decided_at)),
+            _avro_string(source_topic),
+            _zigzag(source_partition),
+            _zigzag(source_offset),
+            _avro_string(worker_id),
+            chain,
+            relied_on,
         )
+        return self.audit_header + b"".join(self._in_schema_order(parts))
 
     def identity_body(self, identity_msg: bytes) -> bytes | None:
         """The Avro body of an Identity message in the current schema (None: another version)."""

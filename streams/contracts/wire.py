@@ -272,6 +272,7 @@ _SPLICER = AuditSplicer(
     identity_header=_CODECS["Identity"].header,
     decision_header=_CODECS["Decision"].header,
     audit_header=_CODECS["AuditRecord"].header,
+    field_order=tuple(f["name"] for f in _CODECS["AuditRecord"].schema["fields"]),
 )
 splice_audit_record = _SPLICER.splice_audit_record
 #: The Avro body of an Identity message in the current schema, None for another version (relied_on principals).

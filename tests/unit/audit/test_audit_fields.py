@@ -14,7 +14,7 @@ import pytest
 from streams.audit import ingest
 from streams.audit.migrate import Migration, MigrationError
 from streams.bench import synthetic
-from streams.contracts import audit_chain, audit_fields, wire
+from streams.contracts import WireError, audit_chain, audit_fields, splice, wire
 
 START = datetime(2026, 4, 28, tzinfo=UTC)
 END = datetime(2026, 5, 3, tzinfo=UTC)
@@ -128,3 +128,10 @@ def test_an_add_column_directive_expands_from_the_declaration(tmp_path: Path) ->
     path.write_text("-- add column: no_such_field\n")
     with pytest.raises(MigrationError, match="names no audit field"):
         Migration("009", "example", path).steps({"db": "pdx", "audit_table": "t", "ttl_days": "1"})
+
+
+def test_the_splicer_joins_the_parts_in_the_schemas_order_and_refuses_a_field_it_cannot_build() -> None:
+    order = tuple(f["name"] for f in wire.schema("AuditRecord")["fields"])
+    assert sorted(order) == sorted(splice.SPLICED_FIELDS)
+    with pytest.raises(WireError, match=r"teach streams/contracts/splice\.py"):
+        splice.AuditSplicer(b"a", b"b", b"c", b"d", field_order=(*order, "new_field"))
