@@ -118,7 +118,9 @@ def test_identifiers_are_checked(bad: str) -> None:
 
 def test_migration_files_are_versioned_templates() -> None:
     migs = discover()
-    assert [m.version for m in migs] == ["001", "002", "003", "004", "005", "006", "007", "008"]
+    versions = [m.version for m in migs]
+    assert versions[:8] == ["001", "002", "003", "004", "005", "006", "007", "008"]
+    assert versions == [f"{i:03d}" for i in range(1, len(versions) + 1)]  # ordered, none skipped
     p = params("pdx_x", 30)
     stmts = [s for m in migs for s in m.statements(p)]
     # every statement can run again: IF [NOT] EXISTS, or guarded by `-- only if:` (tests/unit/audit/test_migrate.py)
