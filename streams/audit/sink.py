@@ -228,13 +228,31 @@ class AuditSink:
         sleep: Callable[[float], Any] = asyncio.sleep,
         *,
         insert_streams: int = INSERT_STREAMS,
+        audit_topic: str = config.TOPIC_AUDIT,
+        checkpoint_topic: str | None = config.TOPIC_CHECKPOINTS,
+        database: str = config.CLICKHOUSE_DATABASE,
+        group_id: str | None = None,
+        migrate: bool = True,
+        role: str = "sink",
     ) -> None:
+        """``audit_topic``, ``checkpoint_topic`` (None: none), ``database`` and ``group_id`` (default: the app id +
+        :data:`SINK_GROUP_SUFFIX`) are pdx's own unless a benchmark or a test points the sink elsewhere;
+        ``migrate``: apply pending migrations to pdx's database before the first insert (what `pdx sink` does);
+        ``role``: the ClickHouse login (the ``sink`` login may insert into pdx's database only)."""
         self.settings = cfg
         self.worker_id = worker_id
+        self.audit_topic = audit_topic
+        self.checkpoint_topic = checkpoint_topic
+        self.database = database
+        self.group_id = group_id or cfg.app_id + SINK_GROUP_SUFFIX
+        self.migrate = migrate
+        self.role = role
         self.sleep = sleep
         self.insert_streams = max(1, insert_streams)
         self.batch = AuditBatch(cfg.audit_batch_max, cfg.audit_batch_wait_ms / 1000)
         self.inserted = 0
+        #: records fetched from Kafka (inserted, dead-lettered or still in a batch)
+        self.fetched = 0
         self.dead_lettered = 0
         self.checkpoints_inserted = 0
         #: inserts retried while ClickHouse was unavailable (streams/metrics.py reads these counters)
@@ -249,24 +267,25 @@ class AuditSink:
         delay = 0.5
         while True:
             try:
-                client = await asyncio.to_thread(connect, self.settings.clickhouse_url, role="sink")
-                await asyncio.to_thread(
-                    migrate_schema, self.settings.clickhouse_url, ttl_days=self.settings.audit_ttl_days,
-                    cluster=self.settings.clickhouse_cluster,
-                )
+                client = await asyncio.to_thread(connect, self.settings.clickhouse_url, role=self.role)
+                if self.migrate:
+                    await asyncio.to_thread(
+                        migrate_schema, self.settings.clickhouse_url, ttl_days=self.settings.audit_ttl_days,
+                        cluster=self.settings.clickhouse_cluster,
+                    )
                 log.info("audit sink connected to ClickHouse at %s", self.settings.clickhouse_url)
-                return AuditWriter(client)
+                return AuditWriter(client, database=self.database)
             except Exception as exc:  # noqa: BLE001 - keep trying; decisions do not wait for ClickHouse
                 log.warning("ClickHouse not available (%s); retrying in %.1fs", exc, delay)
                 await self.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
 
     async def run(self) -> None:
+        topics = [self.audit_topic] + ([self.checkpoint_topic] if self.checkpoint_topic else [])
         consumer = clients.consumer(
             self.settings,
-            config.TOPIC_AUDIT,
-            config.TOPIC_CHECKPOINTS,
-            group_id=self.settings.app_id + SINK_GROUP_SUFFIX,
+            *topics,
+            group_id=self.group_id,
             auto_offset_reset="earliest",
             max_poll_records=self.settings.audit_batch_max,
             client_id=f"pdx-sink-{self.worker_id}",
@@ -292,10 +311,11 @@ class AuditSink:
         it committed."""
         batch = self.batch
         fetched = await source.getmany(timeout_ms=batch.wait_ms(), max_records=batch.room)
+        self.fetched += sum(len(part) for part in fetched.values())
         dead_lettered = 0
         for m in (m for part in fetched.values() for m in part):
             try:
-                if m.topic == config.TOPIC_CHECKPOINTS:
+                if m.topic == self.checkpoint_topic:
                     batch.add_checkpoint(m.value, m)
                 else:
                     batch.add(m.value, m)

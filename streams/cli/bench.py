@@ -1,4 +1,4 @@
-"""`pdx bench engine | e2e | drain | floor | delivery | memory | propagation | audit | faults`: JSON benchmarks.
+"""`pdx bench engine | e2e | drain | floor | delivery | memory | propagation | audit | sink | faults`: JSON benchmarks.
 
 Only the command line lives here; the measurements are functions in :mod:`streams.bench` returning dicts,
 imported when a command runs so `pdx --help` stays fast. Progress goes to stderr.
@@ -35,14 +35,16 @@ def cmd_engine(args: argparse.Namespace) -> int:
 
 
 def cmd_e2e(args: argparse.Namespace) -> int:
+    from streams import config
     from streams.bench.e2e import parse_workers, run_e2e, run_find_max
 
     workers = parse_workers(args.workers)
+    cfg = config.load()
     if args.find_max:
-        result = run_find_max(args.start, args.step, args.max_rate, args.step_duration, workers,
+        result = run_find_max(cfg, args.start, args.step, args.max_rate, args.step_duration, workers,
                               floor_requests=args.floor_requests)
         return _print_json(result, args.json)
-    return _print_json(run_e2e(args.rate, args.duration, workers, floor_requests=args.floor_requests), args.json)
+    return _print_json(run_e2e(cfg, args.rate, args.duration, workers, floor_requests=args.floor_requests), args.json)
 
 
 def _positive(value: str) -> int:
@@ -53,40 +55,49 @@ def _positive(value: str) -> int:
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
+    from streams import config
     from streams.bench.drain import run_drain
 
-    return _print_json(run_drain(args.requests), args.json)
+    return _print_json(run_drain(config.load(), args.requests), args.json)
 
 
 def cmd_floor(args: argparse.Namespace) -> int:
+    from streams import config
     from streams.bench.floor import run_floor
 
-    return _print_json(run_floor(args.requests), args.json)
+    return _print_json(run_floor(config.load(), args.requests), args.json)
 
 
 def cmd_memory(args: argparse.Namespace) -> int:
+    from streams import config
     from streams.bench.memory import run_memory
 
-    return _print_json(run_memory(args.identities, keep=args.keep), args.json)
+    return _print_json(run_memory(config.load(), args.identities, keep=args.keep), args.json)
 
 
 def cmd_propagation(args: argparse.Namespace) -> int:
+    from streams import config
     from streams.bench.propagation import run_propagation
 
-    return _print_json(run_propagation(args.trials, args.workers), args.json)
+    return _print_json(run_propagation(config.load(), args.trials, args.workers), args.json)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from streams import config
     from streams.audit.store import connect
-    from streams.bench.audit import default_url, run
+    from streams.bench.audit import run
     from streams.errors import UserError
 
-    if args.rows <= 0:
-        raise UserError("--rows must be a positive number")
-    url = args.url or default_url()
-    connect(url).close()  # fail fast with the usual "cannot reach ClickHouse" message
-    options = {k: getattr(args, k) for k in ("batch", "identities", "days", "queries", "keep")}
-    return _print_json(run(url, args.rows, **options, progress=not args.json), args.json)
+    if args.rows <= 0 or args.base_rows <= 0:
+        raise UserError("--rows and --base-rows must be positive numbers")
+    if not 0 <= args.redeliver < 1:
+        raise UserError("--redeliver is a share of the rows, 0 <= share < 1")
+    cfg = config.load()
+    url = args.url or cfg.clickhouse_url
+    connect(url, cfg=cfg).close()  # fail fast with the usual "cannot reach ClickHouse" message
+    options = {k: getattr(args, k) for k in ("base_rows", "batch", "identities", "days", "queries", "redeliver",
+                                             "keep")}
+    return _print_json(run(url, args.rows, cfg=cfg, **options, progress=not args.json), args.json)
 
 
 def _add_engine(bench: Any) -> None:
@@ -141,17 +152,19 @@ def _add_stream(bench: Any) -> None:
 
 
 def cmd_faults(args: argparse.Namespace) -> int:
+    from streams import config
     from streams.bench.faults import Options, run_faults
 
     opts = Options(rate=args.rate, kills=args.kills, outage_s=args.outage_s, timeout_s=args.timeout,
                    malformed=args.malformed, brokers=args.brokers)
-    return _print_json(run_faults(args.only, opts), args.json)
+    return _print_json(run_faults(config.load(), args.only, opts), args.json)
 
 
 def cmd_delivery(args: argparse.Namespace) -> int:
+    from streams import config
     from streams.bench.delivery import run_delivery
 
-    return _print_json(run_delivery(args.requests, args.rate, args.duration), args.json)
+    return _print_json(run_delivery(config.load(), args.requests, args.rate, args.duration), args.json)
 
 
 def _add_delivery(bench: Any) -> None:
@@ -186,18 +199,46 @@ def _add_faults(bench: Any) -> None:
 
 
 def _add_audit(bench: Any) -> None:
-    p = bench.add_parser("audit", help="audit sink throughput and investigation query latency (JSON)")
+    p = bench.add_parser("audit", help="investigation query latency and rows read on a big audit trail (JSON)")
     p.set_defaults(func=cmd_audit)
-    p.add_argument("--rows", type=int, default=100_000, help="synthetic audit rows to load (default: %(default)s)")
-    p.add_argument("--batch", type=int, default=50_000, help="rows per AuditWriter.insert batch (default: %(default)s)")
+    p.add_argument("--rows", type=int, default=1_000_000, help="audit rows in the trail (default: %(default)s)")
+    p.add_argument("--base-rows", type=int, default=100_000,
+                   help="synthetic rows loaded through the audit sink, multiplied in ClickHouse up to --rows "
+                   "(default: %(default)s; see streams/bench/audit.py)")
+    p.add_argument("--batch", type=int, default=50_000, help="rows per sink batch (default: %(default)s)")
     p.add_argument(
         "--identities", type=int, default=None, help="distinct identities (default: rows/1000, at least 100)"
     )
-    p.add_argument("--days", type=int, default=30, help="spread decided_at over this many days (default: %(default)s)")
+    p.add_argument("--days", type=int, default=90, help="spread decided_at over this many days (default: %(default)s)")
+    p.add_argument("--redeliver", type=float, default=0.001,
+                   help="share of the rows inserted again as redeliveries (default: %(default)s)")
     p.add_argument("--queries", type=int, default=30, help="timed runs per query (default: %(default)s)")
     p.add_argument("--keep", action="store_true", help="keep the benchmark database")
     p.add_argument("--json", action="store_true", help="one line of JSON, no progress bar")
     p.add_argument("--url", default=None, help="ClickHouse HTTP URL (default: $PDX_CLICKHOUSE_URL or the dev server)")
+
+
+def cmd_sink(args: argparse.Namespace) -> int:
+    from streams import config
+    from streams.bench.sink import run_sink_bench
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr)
+
+    cfg = config.load()
+    result = run_sink_bench(cfg, args.records, partitions=args.partitions, keep=args.keep, log=log)
+    return _print_json(result, args.json)
+
+
+def _add_sink(bench: Any) -> None:
+    p = bench.add_parser("sink", help="the audit sink moving N records from a Kafka topic of its own into a ClickHouse "
+                         "database of its own, beside ClickHouse ingesting the same rows as one Avro container (JSON)")
+    p.add_argument("--records", type=_positive, default=1_000_000, help="audit records moved (default: %(default)s)")
+    p.add_argument("--partitions", type=_positive, default=None,
+                   help="partitions of the benchmark topic (default: those of pdx.audit, $PDX_REQUEST_PARTITIONS)")
+    p.add_argument("--keep", action="store_true", help="keep the benchmark topic and database")
+    p.add_argument("--json", action="store_true", help="one line of JSON on stdout")
+    p.set_defaults(func=cmd_sink)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -206,5 +247,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _add_engine(bench)
     _add_stream(bench)
     _add_audit(bench)
+    _add_sink(bench)
     _add_faults(bench)
     _add_delivery(bench)
