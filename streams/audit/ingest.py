@@ -251,3 +251,19 @@ def statements() -> list[str]:
         ingest_view(),
         links_view(),
     ]
+
+
+DOC_BEGIN = "<!-- audit fields: generated from streams/contracts/audit_fields.py by streams/audit/ingest.py -->"
+DOC_END = "<!-- end of audit fields -->"
+
+
+def fields_markdown() -> str:
+    """The audit table's columns as a Markdown table (docs/contracts.md holds it; a test keeps it current)."""
+    lines = [DOC_BEGIN, "| column | from (Avro type) | ClickHouse type | hash chain | redacted | since | |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for f in audit_fields.FIELDS:
+        chain = {audit_fields.REQUEST: "request digest", audit_fields.BODY: "body"}.get(f.chain or "", "")
+        ch = f.ch_type + (f" CODEC({f.codec})" if f.codec else "")
+        lines.append(f"| `{f.name}` | `{f.source}` ({f.avro}) | `{ch}` | {chain} | {'yes' if f.redacted else ''} "
+                     f"| {f.since} | {f.doc} |")
+    return "\n".join([*lines, DOC_END])

@@ -135,3 +135,9 @@ def test_the_splicer_joins_the_parts_in_the_schemas_order_and_refuses_a_field_it
     assert sorted(order) == sorted(splice.SPLICED_FIELDS)
     with pytest.raises(WireError, match=r"teach streams/contracts/splice\.py"):
         splice.AuditSplicer(b"a", b"b", b"c", b"d", field_order=(*order, "new_field"))
+
+
+def test_the_docs_list_the_declared_columns() -> None:
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "contracts.md").read_text()
+    start, end = docs.index(ingest.DOC_BEGIN), docs.index(ingest.DOC_END) + len(ingest.DOC_END)
+    assert docs[start:end] == ingest.fields_markdown(), "regenerate with streams.audit.ingest.fields_markdown()"
