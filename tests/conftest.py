@@ -65,7 +65,7 @@ def _local(tmp: Path) -> Iterator[Services]:
     from streams.contracts.signing import ensure_dev_keys
     from streams.devservices.services import DevStack, Ports
 
-    stack = DevStack(tmp / "state")
+    stack = DevStack(tmp / "state", settings.load())
     ports = Ports.free()
     # state records are signed: this run's keys, trusted by the workers the tests start (they inherit the env)
     issuer_key, jwks = _trusted_issuer(tmp)

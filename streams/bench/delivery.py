@@ -55,11 +55,12 @@ class RelaySpec:
     audit_bytes: int
 
 
-async def relay(spec: RelaySpec) -> dict[str, Any]:
-    """Relay ``spec.events`` requests in ``spec.mode`` (run in its own process); returns {events, seconds}."""
+async def relay(settings: config.Settings, spec: RelaySpec) -> dict[str, Any]:
+    """Relay ``spec.events`` requests in ``spec.mode`` (run in its own process, with the process's ``settings``);
+    returns {events, seconds}."""
     from aiokafka import TopicPartition
 
-    cfg = config.load().replace(kafka_bootstrap=spec.bootstrap)
+    cfg = settings.replace(kafka_bootstrap=spec.bootstrap)
     batch_max = cfg.worker_batch_max
     consumer = clients.consumer(cfg, spec.requests_topic, group_id=spec.group_id, auto_offset_reset="earliest",
                                 max_poll_records=batch_max, fetch_max_wait_ms=100,
@@ -180,12 +181,11 @@ async def _latency(cfg: config.Settings, producer: Any, requests_topic: str, rep
             "p99_ms": round(percentile(latencies, 99), 2) if latencies else None}
 
 
-def run_delivery(n: int, rate: float, duration: float) -> dict[str, Any]:
+def run_delivery(cfg: config.Settings, n: int, rate: float, duration: float) -> dict[str, Any]:
     """Both designs on one broker, one after the other; the stack comes up without a worker."""
     from streams.demo.runner import prepare_stack
 
-    prepare_stack(start_worker=False)
-    cfg = config.load()
+    prepare_stack(cfg, start_worker=False)
     outputs = list(mix_outputs().values())
     sizes = (max(len(r) for r, _ in outputs), max(len(a) for _, a in outputs))
 
@@ -201,5 +201,6 @@ def run_delivery(n: int, rate: float, duration: float) -> dict[str, Any]:
     return result
 
 
+# The relay runs as its own entry point: it reads its settings from its environment here.
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "relay":
-    print(json.dumps(asyncio.run(relay(RelaySpec(**json.loads(sys.argv[2]))))), flush=True)
+    print(json.dumps(asyncio.run(relay(config.load(), RelaySpec(**json.loads(sys.argv[2]))))), flush=True)

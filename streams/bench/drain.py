@@ -24,9 +24,8 @@ from streams.console import say
 TARGETS = {"decisions_per_s": 10_000.0, "ratio_to_floor": 0.5}
 
 
-async def _drain(n: int, worker_id: str) -> dict[str, Any]:
+async def _drain(s: config.Settings, n: int, worker_id: str) -> dict[str, Any]:
     """Queue n requests with no worker running, start one worker, time how fast it answers them all."""
-    s = config.load()
     consumer = await tail(s, config.TOPIC_DECISIONS)
     replies, first_replies, first, last = 0, 0, 0.0, 0.0
     try:
@@ -51,17 +50,16 @@ async def _drain(n: int, worker_id: str) -> dict[str, Any]:
             "worker_rss_mb": worker_rss_mb(s.state_dir, worker_id)}
 
 
-def run_drain(n: int) -> dict[str, Any]:
+def run_drain(cfg: config.Settings, n: int) -> dict[str, Any]:
     """Stop every running worker, bring the stack up without one, drain n queued requests, then measure the
     pass-through floor on n requests."""
     from streams.demo.runner import prepare_stack
 
-    state_dir = config.load().state_dir
-    stop_workers(state_dir)  # the backlog must be answered by exactly one fresh worker
-    prepare_stack(start_worker=False)
-    result = asyncio.run(_drain(n, DRAIN_WORKER))
-    stop_workers(state_dir)  # nor may it share the CPU with the floor (or with a later benchmark's worker)
-    floor = asyncio.run(measure_floor(config.load().kafka_bootstrap, n))
+    stop_workers(cfg.state_dir)  # the backlog must be answered by exactly one fresh worker
+    prepare_stack(cfg, start_worker=False)
+    result = asyncio.run(_drain(cfg, n, DRAIN_WORKER))
+    stop_workers(cfg.state_dir)  # nor may it share the CPU with the floor (or with a later benchmark's worker)
+    floor = asyncio.run(measure_floor(cfg, n))
     rate, floor_rate = result["decisions_per_s"], floor["floor_per_s"]
     result.update(floor)
     result["ratio_to_floor"] = round(rate / floor_rate, 3) if rate and floor_rate else None

@@ -130,24 +130,23 @@ class Plan:
     mix: list[SpreadRequest]
 
 
-async def _request_partitions() -> int:
+async def _request_partitions(cfg: config.Settings) -> int:
     from streams.kafka import clients
     from streams.kafka.state import partition_count
 
-    producer = await clients.start_producer(config.load())
+    producer = await clients.start_producer(cfg)
     try:
         return await partition_count(producer, config.TOPIC_REQUESTS)
     finally:
         await producer.stop()
 
 
-async def _load_copies(partitions: int) -> int:
+async def _load_copies(cfg: config.Settings, partitions: int) -> int:
     """Produce the mix identities' copies (:func:`streams.bench.load.spread_identities`), signed."""
     from streams.contracts import signing
     from streams.kafka import clients
     from streams.kafka.state import put_identities
 
-    cfg = config.load()
     producer = await clients.start_producer(cfg, linger_ms=20)
     try:
         records = clone_identities(spread_identities(partitions))
@@ -156,25 +155,25 @@ async def _load_copies(partitions: int) -> int:
         await producer.stop()
 
 
-def _prepare_stack(max_workers: int) -> int:
+def _prepare_stack(cfg: config.Settings, max_workers: int) -> int:
     """The local stack with bench-worker-1 and a sink, the request topic checked for ``max_workers`` partitions,
     the mix's copies in the inventory. Returns the request partitions."""
     from streams.demo.runner import prepare_stack
 
     workers = worker_ids(1)
-    prepare_stack(workers[0])
-    partitions = asyncio.run(_request_partitions())
+    prepare_stack(cfg, workers[0])
+    partitions = asyncio.run(_request_partitions(cfg))
     check_partitions(partitions, max_workers)
     check_covers(spread_mix(partitions), partitions)
-    asyncio.run(_load_copies(partitions))
+    asyncio.run(_load_copies(cfg, partitions))
     return partitions
 
 
-def _use_workers(n: int, partitions: int) -> Plan:
+def _use_workers(cfg: config.Settings, n: int, partitions: int) -> Plan:
     """Exactly the N benchmark workers running (others stopped, missing ones started and ready)."""
     from streams.devservices.workers import start_workers
 
-    state_dir = config.load().state_dir
+    state_dir = cfg.state_dir
     ids = worker_ids(n)
     stopped = stop_workers(state_dir, keep=ids)
     if stopped:
@@ -221,15 +220,15 @@ async def _settle(client: Any, plan: Plan, timeout_s: float = 120.0) -> dict[int
                     "Look at the worker logs under $PDX_STATE_DIR/workers.")
 
 
-def _cpu_pids(plan: Plan) -> dict[str, int]:
+def _cpu_pids(cfg: config.Settings, plan: Plan) -> dict[str, int]:
     """The processes whose CPU a step reports: the workers, this process (the load generator), the broker,
     ClickHouse and the audit sink."""
     from streams.demo.runner import AUDIT_SINK
     from streams.devservices.services import DevStack
     from streams.devservices.workers import worker_pid
 
-    state_dir = config.load().state_dir
-    stack = DevStack(state_dir)
+    state_dir = cfg.state_dir
+    stack = DevStack(state_dir, cfg)
     named = {w: worker_pid(state_dir, w) for w in plan.workers}
     named.update({"load_generator": os.getpid(), "kafka": stack.running_pid("kafka"),
                   "clickhouse": stack.running_pid("clickhouse"), "sink": worker_pid(state_dir, AUDIT_SINK)})
@@ -248,11 +247,11 @@ class _Run:
     cpu: dict[str, float | None]
 
 
-async def _measure_pdx(rate: float, duration: float, run_id: str, plan: Plan) -> _Run:
+async def _measure_pdx(cfg: config.Settings, rate: float, duration: float, run_id: str, plan: Plan) -> _Run:
     """Settle, then an open loop of request ids ``{run_id}-{i}`` over the spread mix."""
     from streams.client import PolicyClient
 
-    async with PolicyClient(timeout_s=30.0) as client:
+    async with PolicyClient(settings=cfg, timeout_s=30.0) as client:
         owners = await _settle(client, plan)
         replies = 0
         answered: dict[int, Counter[str]] = defaultdict(Counter)
@@ -269,7 +268,7 @@ async def _measure_pdx(rate: float, duration: float, run_id: str, plan: Plan) ->
                 return (time.perf_counter() - t0) * 1000
             return None
 
-        meter = CpuMeter(_cpu_pids(plan))
+        meter = CpuMeter(_cpu_pids(cfg, plan))
         meter.start()
         latencies, sent, elapsed = await open_loop(rate, duration, send)
         cpu = meter.stop()
@@ -286,7 +285,7 @@ def per_worker(plan: Plan, run: _Run, rss: Mapping[str, float | None]) -> dict[s
     return out
 
 
-def _measure_step(rate: float, duration: float, plan: Plan) -> dict[str, Any]:
+def _measure_step(cfg: config.Settings, rate: float, duration: float, plan: Plan) -> dict[str, Any]:
     """The N workers at ``rate`` req/s for ``duration`` s: rates, latency percentiles, counts (audit rows
     included), each worker's share, RSS afterwards, and the CPU each process used during the load."""
     from streams.audit.store import wait_for_audit_rows
@@ -294,11 +293,10 @@ def _measure_step(rate: float, duration: float, plan: Plan) -> dict[str, Any]:
     run_id = f"bench-{uuid.uuid4().hex[:10]}"
     n = len(plan.workers)
     say(f"bench e2e: {n} worker(s) at {rate:g} req/s for {duration:g}s (run {run_id})")
-    run = asyncio.run(_measure_pdx(rate, duration, run_id, plan))
+    run = asyncio.run(_measure_pdx(cfg, rate, duration, run_id, plan))
     say("bench e2e: waiting for audit rows in ClickHouse")
-    audit_rows = wait_for_audit_rows(run.sent, id_prefix=run_id + "-", timeout_s=max(60.0, duration * 2))
-    state_dir = config.load().state_dir
-    rss = {w: worker_rss_mb(state_dir, w) for w in plan.workers}
+    audit_rows = wait_for_audit_rows(run.sent, id_prefix=run_id + "-", cfg=cfg, timeout_s=max(60.0, duration * 2))
+    rss = {w: worker_rss_mb(cfg.state_dir, w) for w in plan.workers}
     workers_cpu = [c for w in plan.workers if (c := run.cpu.get(w)) is not None]
     return {
         "workers": n,
@@ -318,37 +316,37 @@ def _measure_step(rate: float, duration: float, plan: Plan) -> dict[str, Any]:
     }
 
 
-def _echo_floor(rate: float, duration: float) -> dict[str, Any]:
+def _echo_floor(cfg: config.Settings, rate: float, duration: float) -> dict[str, Any]:
     say(f"bench e2e: echo floor at {rate:g} req/s")
-    echo = asyncio.run(measure_echo(config.load().kafka_bootstrap, rate, duration))
+    echo = asyncio.run(measure_echo(cfg, rate, duration))
     return {**summary(echo, (50, 99), prefix="echo_"), "echo_replies": len(echo), "echo_rps": rate}
 
 
-def run_e2e(rate: float, duration: float, workers: Sequence[int] = (1,), echo_duration: float | None = None,
-            floor_requests: int = 20_000) -> dict[str, Any]:
+def run_e2e(cfg: config.Settings, rate: float, duration: float, workers: Sequence[int] = (1,),
+            echo_duration: float | None = None, floor_requests: int = 20_000) -> dict[str, Any]:
     """Start the local stack, measure the echo floor then the workers at ``rate`` req/s, and count the audit
     rows. One worker count: one flat object (as before ``--workers``); several: :func:`keyed_result`."""
-    partitions = _prepare_stack(max(workers))
-    echo = _echo_floor(rate, echo_duration or min(duration, 10.0))
-    floor = _pass_through_floor(floor_requests) if len(workers) > 1 else {}
-    results = {n: _measure_step(rate, duration, _use_workers(n, partitions)) for n in workers}
+    partitions = _prepare_stack(cfg, max(workers))
+    echo = _echo_floor(cfg, rate, echo_duration or min(duration, 10.0))
+    floor = _pass_through_floor(cfg, floor_requests) if len(workers) > 1 else {}
+    results = {n: _measure_step(cfg, rate, duration, _use_workers(cfg, n, partitions)) for n in workers}
     if len(workers) == 1:
         return {**results[workers[0]], **echo, "cpu_count": os.cpu_count()}
     return keyed_result(results, {**echo, **floor}, os.cpu_count())
 
 
-def _pass_through_floor(n: int) -> dict[str, Any]:
+def _pass_through_floor(cfg: config.Settings, n: int) -> dict[str, Any]:
     """The aiokafka pass-through floor (:func:`streams.bench.floor.measure_floor`) on n requests, with the
     workers idle; {} when n is 0."""
     if n <= 0:
         return {}
-    return asyncio.run(measure_floor(config.load().kafka_bootstrap, n))
+    return asyncio.run(measure_floor(cfg, n))
 
 
-def _find_max(rates: list[float], step_duration: float, plan: Plan) -> list[dict[str, Any]]:
+def _find_max(cfg: config.Settings, rates: list[float], step_duration: float, plan: Plan) -> list[dict[str, Any]]:
     steps: list[dict[str, Any]] = []
     for rate in rates:
-        result = _measure_step(rate, step_duration, plan)
+        result = _measure_step(cfg, rate, step_duration, plan)
         result["sustained"] = sustained(result)
         steps.append(result)
         if not result["sustained"]:
@@ -378,18 +376,18 @@ def find_max_result(steps: list[dict[str, Any]], schedule: dict[str, Any]) -> di
     }
 
 
-def run_find_max(start: float, step: str, max_rate: float, step_duration: float, workers: Sequence[int] = (1,),
-                 floor_requests: int = 20_000) -> dict[str, Any]:
+def run_find_max(cfg: config.Settings, start: float, step: str, max_rate: float, step_duration: float,
+                 workers: Sequence[int] = (1,), floor_requests: int = 20_000) -> dict[str, Any]:
     """For each worker count, raise the offered rate along :func:`step_rates` until a step is not
     :func:`sustained`. One count: one flat object (no floor, as before ``--workers``); several:
     :func:`keyed_result`, with the echo floor (at ``start``) and the pass-through floor."""
     rates = step_rates(start, step, max_rate)
     schedule = {"start_rps": start, "step": step, "max_rps": max_rate, "step_duration_s": step_duration}
-    partitions = _prepare_stack(max(workers))
+    partitions = _prepare_stack(cfg, max(workers))
     floors: dict[str, Any] = {}
     if len(workers) > 1:
-        floors = {**_echo_floor(start, min(step_duration, 10.0)), **_pass_through_floor(floor_requests)}
-    results = {n: find_max_result(_find_max(rates, step_duration, _use_workers(n, partitions)), schedule)
+        floors = {**_echo_floor(cfg, start, min(step_duration, 10.0)), **_pass_through_floor(cfg, floor_requests)}
+    results = {n: find_max_result(_find_max(cfg, rates, step_duration, _use_workers(cfg, n, partitions)), schedule)
                for n in workers}
     if len(workers) == 1:
         return {**results[workers[0]], "cpu_count": os.cpu_count()}

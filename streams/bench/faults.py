@@ -541,7 +541,7 @@ class Harness:
 
         self.cfg, self.opts, self.run = cfg, opts, run_id
         self.state_dir = Path(cfg.state_dir)
-        self.stack = DevStack(self.state_dir)
+        self.stack = DevStack(self.state_dir, cfg)
         self.builder = PolicyClient(settings=cfg, reply_partition=REPLY_PARTITION, timeout_s=opts.timeout_s)
         self.replies: dict[str, list[Reply]] = defaultdict(list)
         self.recent: deque[tuple[float, str, str]] = deque(maxlen=50_000)  # (arrival, request id, worker)
@@ -748,7 +748,7 @@ class Harness:
         try:
             while True:
                 try:
-                    client = client or connect(self.cfg.clickhouse_url)
+                    client = client or connect(self.cfg.clickhouse_url, cfg=self.cfg)
                     n = int(client.query(sql, parameters={"p": prefix}).result_rows[0][0])
                 except Exception:  # noqa: BLE001 - ClickHouse still starting: keep polling
                     client, n = None, last
@@ -768,7 +768,7 @@ class Harness:
         """(request_id, decision) of every row FINAL with ``prefix``. Blocking."""
         from streams.audit.store import connect
 
-        client = connect(self.cfg.clickhouse_url)
+        client = connect(self.cfg.clickhouse_url, cfg=self.cfg)
         try:
             sql = (f"SELECT request_id, decision FROM {config.CLICKHOUSE_DATABASE}.{config.AUDIT_TABLE} FINAL "
                    "WHERE startsWith(request_id, {p:String})")
@@ -1039,11 +1039,12 @@ class Harness:
         self.workers.clear()
 
 
-def _prepare(brokers: int = 1) -> None:
+def _prepare(cfg: config.Settings, brokers: int = 1) -> config.Settings:
     """The stack as the other stream benchmarks prepare it, without their worker: no worker but ours may be in
     the group (it would own partitions), and the one audit sink running. ``brokers`` > 1: Kafka must be (or is
     started as) a cluster of that many nodes, and every process this benchmark starts bootstraps from all of
-    them (a worker started while node 1 is dead still finds the cluster)."""
+    them (a worker started while node 1 is dead still finds the cluster). Returns the settings to run with:
+    ``cfg``, bootstrapping from every node."""
     import os
 
     from streams.demo.runner import AUDIT_SINK, prepare_stack
@@ -1052,16 +1053,17 @@ def _prepare(brokers: int = 1) -> None:
     from streams.devservices.workers import spawn_sink
 
     if brokers > 1:
-        s = config.load()
-        ports = DevStack(s.state_dir).up(("kafka",), Ports.from_settings(s), brokers=brokers)
-        os.environ.update({config.ENV_KAFKA_BOOTSTRAP: ports.bootstrap})  # for config.load() and our children
-    prepare_stack(start_worker=False)
-    state_dir = config.load().state_dir
+        ports = DevStack(cfg.state_dir, cfg).up(("kafka",), Ports.from_settings(cfg), brokers=brokers)
+        os.environ.update({config.ENV_KAFKA_BOOTSTRAP: ports.bootstrap})  # for the processes we start
+        cfg = cfg.replace(kafka_bootstrap=ports.bootstrap)
+    prepare_stack(cfg, start_worker=False)
+    state_dir = cfg.state_dir
     stopped = stop_workers(state_dir)
     if stopped:
         say(f"bench faults: stopped {', '.join(stopped)} (only the benchmark's workers may be in the group)")
     if procs.read_pid(state_dir / "workers" / f"{AUDIT_SINK}.pid") is None:
         spawn_sink(state_dir, AUDIT_SINK)
+    return cfg
 
 
 def scenario_names(only: Sequence[str] | None, brokers: int = 1) -> list[str]:
@@ -1079,9 +1081,9 @@ def scenario_names(only: Sequence[str] | None, brokers: int = 1) -> list[str]:
     return [s for s in SCENARIOS if s in wanted]
 
 
-async def _run(names: Sequence[str], opts: Options) -> dict[str, Any]:
+async def _run(cfg: config.Settings, names: Sequence[str], opts: Options) -> dict[str, Any]:
     run_id = f"faults-{uuid.uuid4().hex[:8]}"
-    harness = Harness(config.load(), opts, run_id)
+    harness = Harness(cfg, opts, run_id)
     started = time.monotonic()
     results: list[dict[str, Any]] = []
     await harness.start()
@@ -1112,11 +1114,11 @@ async def _run(names: Sequence[str], opts: Options) -> dict[str, Any]:
     }
 
 
-def run_faults(only: Sequence[str] | None = None, opts: Options | None = None) -> dict[str, Any]:
+def run_faults(cfg: config.Settings, only: Sequence[str] | None = None, opts: Options | None = None) -> dict[str, Any]:
     """Prepare the local stack and run the chosen fault scenarios (all by default); see the module docstring."""
     opts = opts or Options()
     names = scenario_names(only, opts.brokers)
     if opts.rate <= 0 or opts.kills < 1 or opts.outage_s < 0 or opts.timeout_s <= 0 or opts.malformed < 1:
         raise UserError("--rate and --timeout must be positive, --kills and --malformed at least 1, --outage-s >= 0")
-    _prepare(opts.brokers)
-    return asyncio.run(_run(names, opts))
+    cfg = _prepare(cfg, opts.brokers)
+    return asyncio.run(_run(cfg, names, opts))

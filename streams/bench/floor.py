@@ -38,9 +38,8 @@ ECHO_REP = "pdx.bench.echo.replies"
 _PAYLOAD = b"x" * 180  # about the size of an encoded AccessRequest
 
 
-async def echo_server(bootstrap: str) -> None:
+async def echo_server(cfg: config.Settings) -> None:
     """Reply to every echo request on partition 0 of the reply topic (run in its own process)."""
-    cfg = config.load().replace(kafka_bootstrap=bootstrap)
     consumer = clients.consumer(cfg, ECHO_REQ, group_id="pdx-bench-echo", enable_auto_commit=True,
                                 auto_offset_reset="latest", fetch_max_wait_ms=5)
     producer = clients.producer(cfg, linger_ms=0, acks=1, enable_idempotence=False)
@@ -84,12 +83,12 @@ async def _delete_topics(cfg: config.Settings, topics: list[str]) -> None:
         await admin.close()
 
 
-async def measure_echo(bootstrap: str, rate: float, duration: float) -> list[float]:
-    """Round-trip latencies (ms) of an open-loop echo load at ``rate`` req/s for ``duration`` s."""
-    cfg = config.load().replace(kafka_bootstrap=bootstrap)
+async def measure_echo(cfg: config.Settings, rate: float, duration: float) -> list[float]:
+    """Round-trip latencies (ms) of an open-loop echo load at ``rate`` req/s for ``duration`` s, through the
+    broker at ``cfg.kafka_bootstrap``."""
     await _create_topics(cfg)
     server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streams.bench.floor", "echo-server", bootstrap,
+        sys.executable, "-m", "streams.bench.floor", "echo-server", cfg.kafka_bootstrap,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     assert server.stdout is not None
     await asyncio.wait_for(server.stdout.readline(), 60)
@@ -126,14 +125,14 @@ class FloorSpec:
     sizes: dict[str, tuple[int, int]]
 
 
-async def pass_through(spec: FloorSpec) -> dict[str, Any]:
+async def pass_through(settings: config.Settings, spec: FloorSpec) -> dict[str, Any]:
     """Consume ``spec.events`` records in a group and produce a reply- and an audit-sized record for each (run in
-    its own process); returns {events, seconds, rss_mb}."""
+    its own process, with the process's ``settings``); returns {events, seconds, rss_mb}."""
     from aiokafka import TopicPartition
 
     from streams.contracts import wire
 
-    cfg = config.load().replace(kafka_bootstrap=spec.bootstrap)
+    cfg = settings.replace(kafka_bootstrap=spec.bootstrap)
     batch_max = cfg.worker_batch_max
     consumer = clients.consumer(cfg, spec.requests_topic, group_id=spec.group_id, auto_offset_reset="earliest",
                                 max_poll_records=batch_max, fetch_max_wait_ms=100)
@@ -186,11 +185,10 @@ async def _run_pass_through(spec: FloorSpec) -> dict[str, Any]:
     return result
 
 
-async def measure_floor(bootstrap: str, n: int) -> dict[str, Any]:
-    """The pass-through floor on n requests: plain, then with a decode of every request (each in its own
-    process, both over the same pre-filled topic). Keys: floor_events, floor_seconds, floor_per_s,
-    floor_decode_seconds, floor_decode_per_s, floor_rss_mb."""
-    cfg = config.load().replace(kafka_bootstrap=bootstrap)
+async def measure_floor(cfg: config.Settings, n: int) -> dict[str, Any]:
+    """The pass-through floor on n requests through the broker at ``cfg.kafka_bootstrap``: plain, then with a
+    decode of every request (each in its own process, both over the same pre-filled topic). Keys: floor_events,
+    floor_seconds, floor_per_s, floor_decode_seconds, floor_decode_per_s, floor_rss_mb."""
     run = uuid.uuid4().hex[:10]
     topics = {f"pdx.bench.floor.{run}.requests": cfg.request_partitions,
               f"pdx.bench.floor.{run}.replies": cfg.decision_partitions,
@@ -204,8 +202,8 @@ async def measure_floor(bootstrap: str, n: int) -> dict[str, Any]:
         out: dict[str, Any] = {"floor_events": n}
         for decode, name in ((False, "floor"), (True, "floor_decode")):
             say(f"bench floor: aiokafka pass-through{' with decode' if decode else ''} in its own process")
-            spec = FloorSpec(bootstrap, requests_topic, replies_topic, audit_topic, f"pdx-bench-floor-{run}-{name}",
-                             n, decode, sizes)
+            spec = FloorSpec(cfg.kafka_bootstrap, requests_topic, replies_topic, audit_topic,
+                             f"pdx-bench-floor-{run}-{name}", n, decode, sizes)
             result = await _run_pass_through(spec)
             seconds = result["seconds"]
             out[f"{name}_seconds"] = round(seconds, 3)
@@ -216,19 +214,20 @@ async def measure_floor(bootstrap: str, n: int) -> dict[str, Any]:
         await _delete_topics(cfg, list(topics))
 
 
-def run_floor(n: int) -> dict[str, Any]:
+def run_floor(cfg: config.Settings, n: int) -> dict[str, Any]:
     """``pdx bench floor``: bring the local stack up (no worker needed) and measure the pass-through floor."""
     from streams.demo.runner import prepare_stack
 
-    prepare_stack(start_worker=False)
-    return asyncio.run(measure_floor(config.load().kafka_bootstrap, n))
+    prepare_stack(cfg, start_worker=False)
+    return asyncio.run(measure_floor(cfg, n))
 
 
+# The processes above run as their own entry points: each reads its settings from its environment here.
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "pass-through":
     fields = json.loads(sys.argv[2])
     fields["sizes"] = {k: tuple(v) for k, v in fields["sizes"].items()}
-    print(json.dumps(asyncio.run(pass_through(FloorSpec(**fields)))), flush=True)
+    print(json.dumps(asyncio.run(pass_through(config.load(), FloorSpec(**fields)))), flush=True)
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "echo-server":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    asyncio.run(echo_server(sys.argv[2]))
+    asyncio.run(echo_server(config.load().replace(kafka_bootstrap=sys.argv[2])))

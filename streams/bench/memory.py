@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 from streams import config
@@ -26,13 +27,12 @@ def _ids(n: int) -> list[str]:
     return [f"bench-mem-{i:06d}" for i in range(n)]
 
 
-async def _put(n: int, delete: bool = False) -> None:
+async def _put(cfg: config.Settings, n: int, delete: bool = False) -> None:
     """Produce n synthetic identities (or, with ``delete``, their tombstones) to the inventory topic."""
     from streams.contracts import signing
     from streams.kafka import clients
     from streams.kafka.state import delete_identities, put_identities
 
-    cfg = config.load()
     signer = signing.signing_key(cfg, signing.INVENTORY)
     producer = await clients.start_producer(cfg, linger_ms=20)
     try:
@@ -47,11 +47,10 @@ async def _put(n: int, delete: bool = False) -> None:
         await producer.stop()
 
 
-def _ready_worker_rss() -> tuple[float | None, float]:
+def _ready_worker_rss(state_dir: Path) -> tuple[float | None, float]:
     """Start the memory worker, wait until it is ready, read its RSS, stop it: (RSS MiB, seconds to ready)."""
     from streams.devservices.workers import wait_until_ready
 
-    state_dir = config.load().state_dir
     t0 = time.perf_counter()
     wait_until_ready(spawn_quiet_worker(state_dir, MEMORY_WORKER), timeout_s=900)
     ready_s = time.perf_counter() - t0
@@ -61,26 +60,25 @@ def _ready_worker_rss() -> tuple[float | None, float]:
     return rss, ready_s
 
 
-def run_memory(identities: int, keep: bool = False) -> dict[str, Any]:
+def run_memory(cfg: config.Settings, identities: int, keep: bool = False) -> dict[str, Any]:
     """Worker RSS with the demo inventory, then with ``identities`` more synthetic identities."""
     from streams.demo.runner import prepare_stack
 
-    state_dir = config.load().state_dir
-    stop_workers(state_dir)
-    _, demo_identities, _ = prepare_stack(start_worker=False)
+    stop_workers(cfg.state_dir)
+    _, demo_identities, _ = prepare_stack(cfg, start_worker=False)
     say("bench memory: baseline worker (demo inventory only)")
-    baseline, baseline_ready_s = _ready_worker_rss()
+    baseline, baseline_ready_s = _ready_worker_rss(cfg.state_dir)
     say(f"bench memory: producing {identities} synthetic identities")
     t0 = time.perf_counter()
-    asyncio.run(_put(identities))
+    asyncio.run(_put(cfg, identities))
     load_s = time.perf_counter() - t0
     say(f"bench memory: worker with {identities + demo_identities} identities")
     try:
-        rss, ready_s = _ready_worker_rss()
+        rss, ready_s = _ready_worker_rss(cfg.state_dir)
     finally:
         if not keep:
             say("bench memory: deleting the synthetic identities again")
-            asyncio.run(_put(identities, delete=True))
+            asyncio.run(_put(cfg, identities, delete=True))
     per_identity = (rss - baseline) * 2**20 / identities if rss is not None and baseline is not None else None
     return {
         "identities": identities,

@@ -41,7 +41,7 @@ def _probe_policy(trial: int) -> str:
             f"      - action: \"bench:never-{trial}\"\n    reason: {{code: bench_probe, message: probe}}\n")
 
 
-async def _propagation(trials: int) -> dict[str, Any]:
+async def _propagation(cfg: config.Settings, trials: int) -> dict[str, Any]:
     from streams.client import PolicyClient
     from streams.contracts import signing
     from streams.kafka import clients
@@ -49,7 +49,6 @@ async def _propagation(trials: int) -> dict[str, Any]:
     from streams.ops import publish_policies
     from streams.policy.testing import policy_dir_with
 
-    cfg = config.load()
     n_parts = cfg.request_partitions
     probes = _probes(n_parts)
     signer = signing.signing_key(cfg, signing.INVENTORY)
@@ -58,7 +57,7 @@ async def _propagation(trials: int) -> dict[str, Any]:
     suspend_ms: list[float] = []
     publish_ms: list[float] = []
     variant = policy_dir_with(Path(cfg.state_dir) / "bench-policies", {})
-    async with PolicyClient(timeout_s=10) as client:
+    async with PolicyClient(settings=cfg, timeout_s=10) as client:
         seen_workers: set[str] = set()
         for ident in probes.values():
             d = await client.check(ident, "config:read", _RESOURCE)
@@ -95,16 +94,16 @@ async def _propagation(trials: int) -> dict[str, Any]:
     }
 
 
-def run_propagation(trials: int, n_workers: int) -> dict[str, Any]:
+def run_propagation(cfg: config.Settings, trials: int, n_workers: int) -> dict[str, Any]:
     """Start the local stack with ``n_workers`` workers and time ``trials`` suspends and publishes."""
     from streams.demo.runner import prepare_stack
     from streams.devservices import procs
     from streams.devservices.workers import wait_until_ready
 
-    prepare_stack(BENCH_WORKER)
-    state_dir = config.load().state_dir
+    prepare_stack(cfg, BENCH_WORKER)
+    state_dir = cfg.state_dir
     for i in range(2, n_workers + 1):
         if procs.read_pid(state_dir / "workers" / f"bench-worker-{i}.pid") is None:
             wait_until_ready(spawn_quiet_worker(state_dir, f"bench-worker-{i}"))
     time.sleep(5 if n_workers > 1 else 0)  # let the group rebalance onto the new workers
-    return asyncio.run(_propagation(trials))
+    return asyncio.run(_propagation(cfg, trials))

@@ -6,9 +6,10 @@ import argparse
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from streams import config
     from streams.demo.runner import run_demo
 
-    return run_demo(as_json=args.json)
+    return run_demo(config.load(), as_json=args.json)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -20,7 +20,8 @@ from streams.errors import UserError
 
 
 def _stack(args: argparse.Namespace) -> DevStack:
-    return DevStack(Path(args.state_dir) if args.state_dir else config.load().state_dir)
+    cfg = config.load()
+    return DevStack(Path(args.state_dir) if args.state_dir else cfg.state_dir, cfg)
 
 
 def _names(args: argparse.Namespace) -> tuple[str, ...]:

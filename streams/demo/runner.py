@@ -58,37 +58,37 @@ def in_change_window(now: datetime) -> bool:
     return "outside_change_window" not in evaluate(bundle, request, identity, [], now).reason_codes
 
 
-def scenario_token(sc: Any) -> str | None:
-    """The scenario's workload token, minted now by the dev issuer (pdx dev up / the demo create it)."""
+def scenario_token(cfg: config.Settings, sc: Any) -> str | None:
+    """The scenario's workload token, minted now by the dev issuer of ``cfg`` (pdx dev up / the demo create it)."""
     if sc.token is None:
         return None
     from streams.devservices.issuer import mint
 
-    return mint(config.load(), sc.token)
+    return mint(cfg, sc.token)
 
 
-async def _run_scenarios(demo: DemoScenarios) -> list[dict[str, Any]]:
+async def _run_scenarios(cfg: config.Settings, demo: DemoScenarios) -> list[dict[str, Any]]:
     from streams.client import PolicyClient
     from streams.grants import record_grants
     from streams.ops import grant_approval, update_identity
 
-    cfg = config.load()
     for a in demo.approvals:
         await grant_approval(a.identity_id, a.action, a.resource_id, a.expires_at - a.granted_at, a.approved_by,
                              approval_id=a.approval_id, cfg=cfg)
     await record_grants(cfg, demo.delegations, "pdx-demo")
     results: list[dict[str, Any]] = []
-    async with PolicyClient(timeout_s=10.0) as client:
+    async with PolicyClient(settings=cfg, timeout_s=10.0) as client:
         await asyncio.sleep(0.5)  # let the approvals and grants reach the worker's replicas
         for sc in demo.cases:
             if sc.approve is not None:  # a second person approves the step_up while the client waits
                 approver = asyncio.create_task(_approve_when_opened(cfg, sc))
                 d = await client.check(sc.identity, sc.action, sc.resource, sc.context,
-                                       on_behalf_of=sc.on_behalf_of, token=scenario_token(sc), wait_for_approval=30)
+                                       on_behalf_of=sc.on_behalf_of, token=scenario_token(cfg, sc),
+                                       wait_for_approval=30)
                 approver.cancel()
             else:
                 d = await client.check(sc.identity, sc.action, sc.resource, sc.context,
-                                       on_behalf_of=sc.on_behalf_of, token=scenario_token(sc))
+                                       on_behalf_of=sc.on_behalf_of, token=scenario_token(cfg, sc))
             results.append(_result(sc, d))
         # Kill switch: suspend an identity that was just allowed; its next request is denied. The suspension
         # travels through Kafka, so ask again until the expected decision arrives (or 10 s pass).
@@ -98,7 +98,7 @@ async def _run_scenarios(demo: DemoScenarios) -> list[dict[str, Any]]:
             deadline = time.monotonic() + 10
             while True:
                 d = await client.check(sc.identity, sc.action, sc.resource, sc.context,
-                                       on_behalf_of=sc.on_behalf_of, token=scenario_token(sc))
+                                       on_behalf_of=sc.on_behalf_of, token=scenario_token(cfg, sc))
                 if d.decision == sc.expected or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.1)
@@ -142,8 +142,11 @@ def _result(sc: Scenario, d: Any) -> dict[str, Any]:
     }
 
 
-def prepare_stack(worker_id: str = DEMO_WORKER, *, start_worker: bool = True) -> tuple[str, int, Path]:
-    """Local stack up, topics, audit schema, shipped policies, demo inventory, a worker and an audit sink.
+def prepare_stack(
+    s: config.Settings, worker_id: str = DEMO_WORKER, *, start_worker: bool = True
+) -> tuple[str, int, Path]:
+    """Local stack up, topics, audit schema, shipped policies, demo inventory, a worker and an audit sink, as the
+    settings ``s`` of the entry point say.
 
     Returns (bundle version, identities loaded, worker log). Shared by the demo and the benchmarks.
     """
@@ -157,14 +160,13 @@ def prepare_stack(worker_id: str = DEMO_WORKER, *, start_worker: bool = True) ->
     from streams.kafka.topics import create_topics
     from streams.ops import load_inventory, publish_policies
 
-    s = config.load()
-    stack = DevStack(s.state_dir)
+    stack = DevStack(s.state_dir, s)
     stack.up(("kafka", "clickhouse"), Ports.from_settings(s))
     ensure_dev_keys(s)  # state is signed: dev keys under the state dir, the quick start stays two commands
     ensure_dev_issuer(s)  # and the demo's callers send workload tokens of a dev issuer the worker trusts
     asyncio.run(create_topics(s))
     with step("Migrating the ClickHouse audit schema"):
-        migrate(connect(s.clickhouse_url, role="admin"), ttl_days=s.audit_ttl_days, cluster=s.clickhouse_cluster)
+        migrate(connect(s.clickhouse_url, cfg=s, role="admin"), ttl_days=s.audit_ttl_days, cluster=s.clickhouse_cluster)
     with step("Publishing policies/ and loading examples/inventory.yaml"):
         version = asyncio.run(publish_policies(str(config.require_policies_dir("pdx demo")), "pdx-demo", cfg=s))
         inventory = config.require_demo_inventory("pdx demo")
@@ -182,23 +184,23 @@ def prepare_stack(worker_id: str = DEMO_WORKER, *, start_worker: bool = True) ->
     return version, n_identities, log
 
 
-def run_demo(as_json: bool = False) -> int:
+def run_demo(cfg: config.Settings, as_json: bool = False) -> int:
     from streams.audit.store import wait_for_audit_rows
 
     load_scenarios(in_change_window=True)  # a bad scenarios.yaml fails here, before the stack comes up
     config.require_policies_dir("pdx demo")  # so does running it without policies/ or the inventory
     config.require_demo_inventory("pdx demo")
-    version, n_identities, log = prepare_stack()
+    version, n_identities, log = prepare_stack(cfg)
     window = in_change_window(datetime.now(UTC))
     # Loaded after the stack is up, so "now-2m" tokens are two minutes old when they are sent.
     with step("Running the scenarios through Kafka"):
-        results = asyncio.run(_run_scenarios(load_scenarios(window)))
+        results = asyncio.run(_run_scenarios(cfg, load_scenarios(window)))
     with step("Waiting for the audit records to reach ClickHouse"):
-        audit_rows = wait_for_audit_rows(len(results), request_ids=[r["request_id"] for r in results])
+        audit_rows = wait_for_audit_rows(len(results), request_ids=[r["request_id"] for r in results], cfg=cfg)
     with step("Verifying the audit trail's hash chains and signed checkpoints"):
-        trail = _verify_trail()
+        trail = _verify_trail(cfg)
     ok = all(r["ok"] for r in results) and audit_rows == len(results) and trail.ok
-    timeline, report = _investigate(TIMELINE_IDENTITY)
+    timeline, report = _investigate(cfg, TIMELINE_IDENTITY)
     if as_json:
         print(
             json.dumps(
@@ -272,14 +274,13 @@ def _print_table(results: list[dict[str, Any]], version: str, audit_rows: int) -
 ANCHOR_WAIT_S = 15.0
 
 
-def _verify_trail() -> Any:
+def _verify_trail(s: config.Settings) -> Any:
     """`pdx audit verify --since 1h` on the demo's trail (an auditor's check that nothing was altered)."""
     from streams.audit.store import connect
     from streams.audit.verify import verify
     from streams.contracts import signing
 
-    s = config.load()
-    client, trusted = connect(s.clickhouse_url, role="reader"), signing.trusted_keys(s)
+    client, trusted = connect(s.clickhouse_url, cfg=s, role="reader"), signing.trusted_keys(s)
     # the worker checkpoints its chains every few seconds and the sink batches for a second: wait (a little)
     # until the signed checkpoints anchor the demo's records, so the check covers them too
     deadline = time.monotonic() + ANCHOR_WAIT_S
@@ -292,14 +293,13 @@ def _verify_trail() -> Any:
         time.sleep(1.0)
 
 
-def _investigate(identity: str) -> tuple[list[dict[str, Any]], Path]:
+def _investigate(s: config.Settings, identity: str) -> tuple[list[dict[str, Any]], Path]:
     """An incident responder's view: one identity's timeline, and the analysts' risk report."""
     from streams.audit.queries import Audit
     from streams.audit.report import build_report_data, render_html
     from streams.audit.store import connect
 
-    s = config.load()
-    audit = Audit(connect(s.clickhouse_url, role="reader"))
+    audit = Audit(connect(s.clickhouse_url, cfg=s, role="reader"))
     now = datetime.now(UTC)
     timeline = audit.timeline(identity, now - timedelta(hours=1), now + timedelta(minutes=1))
     report = s.state_dir / "report.html"

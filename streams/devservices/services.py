@@ -104,18 +104,11 @@ class Ports:
 class DevStack:
     """The local services under one state dir."""
 
-    def __init__(self, state_dir: Path, settings: config.Settings | None = None) -> None:
+    def __init__(self, state_dir: Path, settings: config.Settings) -> None:
         self.state_dir = state_dir.resolve()
         self.state_file = self.state_dir / "state.json"
-        self._settings = settings
-
-    @property
-    def settings(self) -> config.Settings:
-        """The settings this stack was made with; when none were given (a dev command built the stack from a
-        state dir alone), read once from the environment here: the dev tooling is its own entry point."""
-        if self._settings is None:
-            self._settings = config.load()
-        return self._settings
+        #: the Settings the entry point read (the dev commands, the demo, the benchmarks, the tests)
+        self.settings = settings
 
     # ---- state ---------------------------------------------------------------------------------
     def saved_ports(self) -> Ports | None:

@@ -50,7 +50,7 @@ async def _send_scenarios(client: PolicyClient) -> list[Any]:
     items = [sc for sc in scenarios(in_change_window(datetime.now(UTC))) if sc.approve is None]
     return list(await asyncio.gather(*(
         client.check(sc.identity, sc.action, sc.resource, sc.context, on_behalf_of=sc.on_behalf_of,
-                     token=scenario_token(sc)) for sc in items)))
+                     token=scenario_token(settings.load(), sc)) for sc in items)))
 
 
 async def _until(client: PolicyClient, check: Any, *args: Any, timeout_s: float = 30.0, **kw: Any) -> Any:

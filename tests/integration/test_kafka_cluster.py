@@ -63,7 +63,7 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("kafka-cluster")
-    stack = DevStack(tmp / "state")
+    stack = DevStack(tmp / "state", settings.load())
     env_keys = [*Ports(1, 2, 3, 4).env(), settings.ENV_CLICKHOUSE_CREDENTIALS, settings.ENV_KEYS_DIR,
                 settings.ENV_STATE_DIR, settings.ENV_KAFKA_REPLICATION_FACTOR, settings.ENV_KAFKA_MIN_INSYNC_REPLICAS]
     saved = {k: os.environ.get(k) for k in env_keys}

@@ -41,8 +41,9 @@ async def test_seed_scenarios_through_kafka(client: PolicyClient) -> None:
     # cases approved by a second person while the client waits are the demo's own (and test_delegation's)
     items = [sc for sc in scenarios(in_change_window(datetime.now(UTC))) if sc.approve is None]
     assert len(items) >= 13
+    cfg = settings.load()
     results = await asyncio.gather(*(client.check(sc.identity, sc.action, sc.resource, sc.context,
-                                                  on_behalf_of=sc.on_behalf_of, token=scenario_token(sc))
+                                                  on_behalf_of=sc.on_behalf_of, token=scenario_token(cfg, sc))
                                      for sc in items))
     for sc, d in zip(items, results, strict=True):
         assert d.decision == sc.expected, (sc.name, d.decision, d.reason_codes)

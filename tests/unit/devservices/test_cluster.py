@@ -36,7 +36,7 @@ def test_three_brokers_have_distinct_ports_and_one_bootstrap_of_all() -> None:
 
 
 def test_cluster_state_round_trips(tmp_path: Path) -> None:
-    stack = DevStack(tmp_path)
+    stack = DevStack(tmp_path, settings.load())
     ports = Ports(1, 2, 3, 4, [(5, 6), (7, 8)])
     stack.save_ports(ports)
     assert stack.saved_ports() == ports and stack.ports().brokers == 3
@@ -59,13 +59,13 @@ def test_cluster_properties_form_one_quorum(tmp_path: Path) -> None:
 
 def test_secure_cluster_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="--secure runs one broker only"):
-        DevStack(tmp_path).up(("kafka",), Ports(1, 2, 3, 4), secure_mode=True, brokers=3)
+        DevStack(tmp_path, settings.load()).up(("kafka",), Ports(1, 2, 3, 4), secure_mode=True, brokers=3)
 
 
 def test_changing_the_broker_count_of_a_running_kafka_is_refused(tmp_path: Path) -> None:
     import os
 
-    stack = DevStack(tmp_path)
+    stack = DevStack(tmp_path, settings.load())
     stack.save_ports(Ports(1, 2, 3, 4))
     stack.pid_file("kafka").parent.mkdir(parents=True)
     stack.pid_file("kafka").write_text(f"{os.getpid()}\n")  # "running": this test's own process

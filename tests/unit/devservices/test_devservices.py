@@ -53,7 +53,7 @@ def test_settings_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_state_roundtrip_and_status_of_nothing(tmp_path: Path) -> None:
-    stack = DevStack(tmp_path)
+    stack = DevStack(tmp_path, settings.load())
     assert stack.saved_ports() is None
     ports = Ports(1, 2, 3, 4)
     stack.save_ports(ports)

@@ -88,7 +88,7 @@ def test_plaintext_broker_config_is_unchanged(tmp_path: Path) -> None:
 
 
 def test_stack_env_per_principal(tmp_path: Path) -> None:
-    stack = DevStack(tmp_path)
+    stack = DevStack(tmp_path, settings.load())
     ports = Ports(1, 2, 3, 4)
     assert settings.ENV_KAFKA_SECURITY_PROTOCOL not in stack.env(ports)
     with pytest.raises(UserError, match="--secure"):
