@@ -11,6 +11,7 @@ from typing import Any
 from streams.audit.migrate import migrate
 from streams.audit.queries import Audit
 from streams.audit.store import AuditWriter, connect
+from streams.config import Settings
 
 
 @dataclass
@@ -28,11 +29,13 @@ class AuditDB:
 
 @contextmanager
 def fresh_database(
-    url: str, prefix: str = "pdx_test", *, ttl_days: int | None = None, keep: bool = False
+    url: str, prefix: str = "pdx_test", *, ttl_days: int | None = None, keep: bool = False,
+    cfg: Settings | None = None,
 ) -> Iterator[AuditDB]:
-    """Create ``<prefix>_<random>``, migrate it, yield handles, drop it afterwards (unless keep)."""
+    """Create ``<prefix>_<random>``, migrate it, yield handles, drop it afterwards (unless keep). ``cfg``: the
+    Settings of the entry point, for the login (tests pass none: streams.audit.store.connect reads them)."""
     database = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    client = connect(url)
+    client = connect(url, cfg=cfg)
     try:
         migrate(client, database, ttl_days=ttl_days)
         yield AuditDB(url, database, client, AuditWriter(client, database=database), Audit(client, database))
