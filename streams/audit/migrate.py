@@ -19,7 +19,8 @@ names it and the declaration gives its type, codec and default::
 
     -- add column: new_column
 
-(expanded to a guarded ``ALTER TABLE $db.$audit_table ADD COLUMN IF NOT EXISTS ...``).
+(expanded to a guarded ``ALTER TABLE $db.$audit_table ADD COLUMN IF NOT EXISTS ...``). Text two migrations share
+lives once in ``sql/include/NAME.sql`` and is pasted by ``-- include: NAME``; the checksum covers the pasted text.
 
 After the versions, two things that hold no data are reconciled with the code:
 
@@ -52,6 +53,8 @@ _STATEMENT_END = re.compile(r";[ \t]*(?:\n|$)")
 _CONDITION = re.compile(r"^\s*--\s*only if:\s*(.*?)\s*;?\s*$", re.I)
 #: How a condition line is carried through statement splitting (cannot occur in SQL text read from a file).
 _MARK = "\0only if:"
+#: ``-- include: <name>``: the lines of include/<name>.sql, shared by migrations (001 and 005: the audit columns).
+_INCLUDE = re.compile(r"^[ \t]*--[ \t]*include:[ \t]*(\w+)[ \t]*$", re.M)
 #: ``-- add column: <name>``: add the audit table column the audit fields declare (see the module docstring).
 _ADD_COLUMN = re.compile(r"^\s*--\s*add column:\s*(\w+)\s*$", re.I | re.M)
 
@@ -87,7 +90,18 @@ class Migration:
 
     @property
     def template(self) -> str:
-        return self.path.read_text(encoding="utf-8")
+        """The file's text with each ``-- include: NAME`` line replaced by ``include/NAME.sql`` (its leading
+        comment lines left out): what the statements come from and what the checksum covers."""
+        return _INCLUDE.sub(lambda m: self._include(m.group(1)), self.path.read_text(encoding="utf-8"))
+
+    def _include(self, name: str) -> str:
+        path = self.path.parent / "include" / f"{name}.sql"
+        if not path.is_file():
+            raise MigrationError(f"migration {self.path.name}: `-- include: {name}` names no file {path}")
+        lines = path.read_text(encoding="utf-8").split("\n")
+        while lines and lines[0].lstrip().startswith("--"):
+            lines.pop(0)
+        return "\n".join(lines).rstrip("\n")
 
     @property
     def checksum(self) -> str:

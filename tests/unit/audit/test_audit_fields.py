@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from streams.audit import ingest
-from streams.audit.migrate import Migration, MigrationError
+from streams.audit.migrate import Migration, MigrationError, discover
 from streams.bench import synthetic
 from streams.contracts import WireError, audit_chain, audit_fields, splice, wire
 
@@ -141,3 +141,11 @@ def test_the_docs_list_the_declared_columns() -> None:
     docs = (Path(__file__).resolve().parents[3] / "docs" / "contracts.md").read_text()
     start, end = docs.index(ingest.DOC_BEGIN), docs.index(ingest.DOC_END) + len(ingest.DOC_END)
     assert docs[start:end] == ingest.fields_markdown(), "regenerate with streams.audit.ingest.fields_markdown()"
+
+
+def test_shared_migration_text_is_included_byte_for_byte() -> None:
+    """001 and 005 include the audit columns (sql/include/audit_columns_001.sql): their checksums are still those
+    of the released files, so databases that applied them stay up to date."""
+    checksums = {m.version: m.checksum for m in discover()}
+    assert checksums["001"] == "74edfacc7c45962bd021b2bd93d8b93a12b5ce16639c9c6c0fa8cdd34dddfcf4"
+    assert checksums["005"] == "5ebd328feb39579fdaef1d93ac2c05403d6cc450a96553bc5e4791e6a84dec0e"
