@@ -25,9 +25,6 @@ NO_ENV = ("audit", "kafka", "worker", "ops.py")
 PENDING = {"audit/store.py"}
 #: Libraries of the CLI: handed their Settings, free to set up their child processes' environment.
 NO_SETTINGS = ("bench", "demo", "devservices")
-#: Being changed to take its Settings in a change still in flight (issue 27): drop it from here once committed.
-#: (No "still needs it" check, so that change can land without editing this test.)
-NO_SETTINGS_PENDING = {"bench/audit.py"}
 
 
 def env_reads(source: str, *, settings_only: bool = False) -> list[str]:
@@ -86,10 +83,9 @@ def test_runtime_code_never_reads_the_environment() -> None:
 
 def test_the_cli_libraries_are_handed_their_settings() -> None:
     offenders = {
-        rel: reads
+        path.relative_to(ROOT).as_posix(): reads
         for path in _files(NO_SETTINGS)
-        if (rel := path.relative_to(ROOT).as_posix()) not in NO_SETTINGS_PENDING
-        and (reads := env_reads(path.read_text(), settings_only=True))
+        if (reads := env_reads(path.read_text(), settings_only=True))
     }
     assert not offenders, f"take the Settings from the command (streams/cli) as a parameter: {offenders}"
 
