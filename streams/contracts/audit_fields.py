@@ -13,7 +13,8 @@
 * ``load`` — for a column that *stores* part of the record (the rest are derived from these), how a stored value
   goes back into the record (``pdx audit verify`` rebuilds the record from these and checks every other column);
 * ``chain`` — whether and how the column is in the hash chain: :data:`REQUEST` (its content is the request
-  digest), :data:`BODY` (an element of the body digest) or None; ``hashed`` gives the element;
+  digest), :data:`BODY` (an element of the body digest) or None; ``hashed`` gives the element, as a Python
+  expression over ``r`` (the :class:`Rec`), ``d`` (its decision) and ``o`` (the record dict);
 * ``redacted`` — whether its content passed the worker's redaction rules (streams/contracts/redact.py) before it
   was audited; ``doc`` — one line for the docs; ``since`` — the migration that added the column.
 
@@ -225,6 +226,15 @@ class Rec:
         value = self.decision.get("evaluated_at") if name == "evaluated_at" else self.record.get(name)
         return self.decided_at if value is None else to_utc(value, name)
 
+    def time_us(self, name: str) -> int:
+        """:meth:`time` as integer µs (the hash chain's form), without a conversion for an aware UTC datetime."""
+        value = self.decision.get("evaluated_at") if name == "evaluated_at" else self.record.get(name)
+        if value is None:
+            value = self.record["decided_at"]
+        if value.__class__ is not datetime or value.tzinfo is not UTC:
+            value = to_utc(value, name)
+        return micros(value)
+
     def worker_id(self) -> str:
         return str(self.record.get("worker_id") or self.decision.get("worker_id") or "")
 
@@ -262,7 +272,7 @@ class Field:
     codec: str = ""
     default: str = ""
     chain: str | None = None
-    hashed: Callable[[Rec], Any] | None = None
+    hashed: str = ""
     hashed_default: Any = None
     load: Callable[[Any], Any] | None = None
     redacted: bool = False
@@ -362,7 +372,7 @@ FIELDS: tuple[Field, ...] = (
     Field("identity_json", "identity", "Identity?", "Nullable(String)", "json:identity",
           lambda r: dumps(r.identity) if r.identity is not None else None,
           "The identity snapshot the decision used, as JSON; NULL when the identity was unknown.",
-          codec="ZSTD(3)", chain=BODY, hashed=Rec.identity_hex, load=_load_json),
+          codec="ZSTD(3)", chain=BODY, hashed="r.identity_hex()", load=_load_json),
     Field("identity_known", "identity", "Identity?", "Bool", "idn IS NOT NULL",
           lambda r: r.identity is not None, "Whether the inventory knew the identity."),
     Field("identity_kind", "identity.kind", "string", "LowCardinality(String)", "ident.kind",
@@ -380,7 +390,7 @@ FIELDS: tuple[Field, ...] = (
           "Age in days of the oldest active credential at decision time (rotated_at, else created_at)."),
     # -- the decision, in hash-chain body order ------------------------------------------------------------
     Field("decision", "decision.decision", "enum", "LowCardinality(String)", "dec.decision", _outcome,
-          "allow, deny or step_up.", chain=BODY, hashed=lambda r: str(r.decision["decision"]),
+          "allow, deny or step_up.", chain=BODY, hashed="str(d['decision'])",
           load=str),
     Field("reason_codes", "decision.reasons", "array<Reason>", "Array(LowCardinality(String))",
           "arrayMap(r -> r.code, dec.reasons)", lambda r: [c for c, _, _, _ in _reason_rows(r)],
@@ -389,51 +399,50 @@ FIELDS: tuple[Field, ...] = (
           "Array(Tuple(code LowCardinality(String), message String, policy String, rule String))",
           "arrayMap(r -> (r.code, r.message, ifNull(r.policy, ''), ifNull(r.rule, '')), dec.reasons)",
           _reason_rows, "The reasons: code, message, policy and rule ('' if none).", chain=BODY,
-          hashed=lambda r: [[r_["code"], r_["message"], r_.get("policy") or "", r_.get("rule") or ""]
-                            for r_ in r.decision.get("reasons") or ()],
+          hashed="[[x['code'], x['message'], x.get('policy') or '', x.get('rule') or '']"
+                 " for x in d.get('reasons') or ()]",
           hashed_default=[], load=_load_reasons),
     Field("matched_rules", "decision.matched_rules", "array<string>", "Array(LowCardinality(String))",
           "dec.matched_rules", lambda r: _strs(r.decision.get("matched_rules")), "Rules that matched.",
-          chain=BODY, hashed=lambda r: list(r.decision.get("matched_rules") or ()), hashed_default=[], load=list),
+          chain=BODY, hashed="list(d.get('matched_rules') or ())", hashed_default=[], load=list),
     Field("obligations", "decision.obligations", "map<string>", "Map(LowCardinality(String), String)",
           "dec.obligations", lambda r: {str(k): str(v) for k, v in (r.decision.get("obligations") or {}).items()},
           "Obligations the caller must honour (e.g. max_ttl_s, approval_request_id).", chain=BODY,
-          hashed=lambda r: r.decision.get("obligations") or {}, hashed_default={}, load=dict),
+          hashed="d.get('obligations') or {}", hashed_default={}, load=dict),
     Field("monitor", "decision.monitor", "array<MonitorOutcome>",
           "Array(Tuple(policy String, rule String, effect LowCardinality(String), reason_code LowCardinality(String)))",
           "arrayMap(m -> (m.policy, m.rule, m.effect, m.reason_code), dec.monitor)", _monitor_rows,
           "Outcomes of rules in monitor mode.", chain=BODY,
-          hashed=lambda r: [[m["policy"], m["rule"], m["effect"], m["reason_code"]]
-                            for m in r.decision.get("monitor") or ()],
+          hashed="[[m['policy'], m['rule'], m['effect'], m['reason_code']] for m in d.get('monitor') or ()]",
           hashed_default=[], load=_load_monitor),
     Field("bundle_version", "decision.bundle_version", "string", "LowCardinality(String)", "dec.bundle_version",
           lambda r: str(r.decision.get("bundle_version") or ""), "Policy bundle version decided with.",
-          chain=BODY, hashed=lambda r: str(r.decision.get("bundle_version") or ""), load=str),
+          chain=BODY, hashed="str(d.get('bundle_version') or '')", load=str),
     Field("eval_us", "decision.eval_us", "long", "UInt64", "toUInt64(greatest(dec.eval_us, 0))",
           lambda r: max(int(r.decision.get("eval_us") or 0), 0), "Evaluation time in µs (negative as 0).",
-          chain=BODY, hashed=lambda r: max(int(r.decision.get("eval_us") or 0), 0), load=int),
+          chain=BODY, hashed="max(int(d.get('eval_us') or 0), 0)", load=int),
     Field("evaluated_at", "decision.evaluated_at", "timestamp-micros", "DateTime64(6, 'UTC')", "dec.evaluated_at",
           lambda r: r.time("evaluated_at"), "The policy engine's clock for the decision.",
-          chain=BODY, hashed=lambda r: micros(r.time("evaluated_at")), load=lambda v: v),
+          chain=BODY, hashed="r.time_us('evaluated_at')", load=lambda v: v),
     Field("received_at", "received_at", "timestamp-micros", "DateTime64(6, 'UTC')", "received_at",
           lambda r: r.time("received_at"), "When the worker saw the request.",
-          chain=BODY, hashed=lambda r: micros(r.time("received_at")), load=lambda v: v),
+          chain=BODY, hashed="r.time_us('received_at')", load=lambda v: v),
     Field("decided_at", "decided_at", "timestamp-micros", "DateTime64(6, 'UTC')", "decided_at",
           lambda r: r.decided_at, "When the decision was produced.",
-          chain=BODY, hashed=lambda r: micros(r.decided_at), load=lambda v: v),
+          chain=BODY, hashed="r.time_us('decided_at')", load=lambda v: v),
     # -- where it was decided ------------------------------------------------------------------------------
     Field("worker_id", "worker_id", "string", "LowCardinality(String)",
           "if(rec_worker_id != '', rec_worker_id, dec.worker_id)", Rec.worker_id, "The worker that decided.",
-          chain=BODY, hashed=Rec.worker_id, load=str),
+          chain=BODY, hashed="r.worker_id()", load=str),
     Field("source_topic", "source_topic", "string", "LowCardinality(String)", "source_topic",
           lambda r: str(r.record.get("source_topic") or ""), "Topic the request was consumed from.",
-          chain=BODY, hashed=lambda r: str(r.record.get("source_topic") or ""), load=str),
+          chain=BODY, hashed="str(o.get('source_topic') or '')", load=str),
     Field("source_partition", "source_partition", "int", "Int32", "source_partition",
           lambda r: int(r.record.get("source_partition") or 0), "Partition it was consumed from.",
-          chain=BODY, hashed=lambda r: int(r.record.get("source_partition") or 0), load=int),
+          chain=BODY, hashed="int(o.get('source_partition') or 0)", load=int),
     Field("source_offset", "source_offset", "long", "Int64", "source_offset",
           lambda r: int(r.record.get("source_offset") or 0), "Offset of the request in that partition.",
-          chain=BODY, hashed=lambda r: int(r.record.get("source_offset") or 0), load=int),
+          chain=BODY, hashed="int(o.get('source_offset') or 0)", load=int),
     # -- the hash chain and what the decision relied on ----------------------------------------------------
     Field("record_hash", "chain.hash", "Sha256", "String", "if(chn IS NULL, '', lower(hex(assumeNotNull(chn).hash)))",
           lambda r: _record_hash(r.record), "The record's hash-chain hash (hex); '' when unchained.",
@@ -444,11 +453,11 @@ FIELDS: tuple[Field, ...] = (
           "if(rel IS NULL, [], arrayMap(a -> (a.approval_id, a.approved_by, a.granted_at, a.expires_at), "
           "assumeNotNull(rel).approvals))",
           lambda r: list(r.approvals), "Approvals the decision relied on.", chain=BODY,
-          hashed=lambda r: [[a, b, _ms_floor(g), _ms_floor(e)] for a, b, g, e in r.approvals], hashed_default=[],
+          hashed="[[a, b, _ms_floor(g), _ms_floor(e)] for a, b, g, e in r.approvals]", hashed_default=[],
           load=_load_approvals, since="008"),
     Field("principals_json", "relied_on.principals", "array<Identity>", "String", "json:principals",
           lambda r: dumps(r.principals()), "Snapshots of the delegation chain's principals, as a JSON array.",
-          codec="ZSTD(3)", default="'[]'", chain=BODY, hashed=Rec.principal_hexes, hashed_default=[],
+          codec="ZSTD(3)", default="'[]'", chain=BODY, hashed="r.principal_hexes()", hashed_default=[],
           load=lambda v: json.loads(v or "[]"), since="008"),
 )
 
@@ -480,14 +489,32 @@ def _groups() -> tuple[tuple[Field, ...], tuple[tuple[Field, ...], ...]]:
 BODY_INLINE, BODY_GROUPS = _groups()
 
 
-def body(rec: Rec) -> list[Any]:
-    """The hash chain's body of a record: each BODY field's ``hashed`` value in :data:`FIELDS` order, then each
-    later group as one nested list, trailing groups at their defaults left out (see the module docstring)."""
-    out = [f.hashed(rec) for f in BODY_INLINE]  # type: ignore[misc]
-    groups = [[f.hashed(rec) for f in group] for group in BODY_GROUPS]  # type: ignore[misc]
-    while groups and all(v == f.hashed_default for v, f in zip(groups[-1], BODY_GROUPS[len(groups) - 1], strict=True)):
-        groups.pop()
-    return out + groups
+def _compile_body() -> Callable[[Rec], list[Any]]:
+    """:func:`body` as one function compiled from the fields' ``hashed`` expressions (in it, ``r`` is the
+    :class:`Rec`, ``d`` its decision and ``o`` the record): the worker computes it per decision, and one list
+    display costs a third of calling a function per field."""
+    inline = ", ".join(f.hashed for f in BODY_INLINE)
+    lines = ["def body(r):", "    d = r.decision", "    o = r.record", f"    out = [{inline}]"]
+    for i, group in enumerate(BODY_GROUPS):
+        lines.append(f"    g{i} = [{', '.join(f.hashed for f in group)}]")
+    # trailing groups at their defaults are left out: a group is kept when it, or a later one, is not
+    kept = "False"
+    for i in reversed(range(len(BODY_GROUPS))):
+        lines.append(f"    k{i} = {kept} or g{i} != _DEFAULTS[{i}]")
+        kept = f"k{i}"
+    for i in range(len(BODY_GROUPS)):
+        lines.append(f"    if k{i}:")
+        lines.append(f"        out.append(g{i})")
+    lines.append("    return out")
+    defaults = [[f.hashed_default for f in g] for g in BODY_GROUPS]
+    namespace: dict[str, Any] = {"_ms_floor": _ms_floor, "_DEFAULTS": defaults}
+    exec(compile("\n".join(lines), "<audit_fields.body>", "exec"), namespace)  # noqa: S102 - our own declaration
+    return namespace["body"]  # type: ignore[no-any-return]
+
+
+#: The hash chain's body of a record: each BODY field's ``hashed`` value in :data:`FIELDS` order, then each
+#: later group as one nested list, trailing groups at their defaults left out (see the module docstring).
+body: Callable[[Rec], list[Any]] = _compile_body()
 
 
 def audit_row(record: Mapping[str, Any]) -> list[Any]:
