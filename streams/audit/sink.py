@@ -24,6 +24,22 @@ the sink then bisects the block (:meth:`AuditSink._write`) until the bad records
 with ClickHouse's error and inserts the rest, so one bad record costs about log2(batch) extra inserts, not the
 batch. Large batches are split into :data:`INSERT_STREAMS` inserts sent concurrently: ClickHouse parses one
 insert on one core.
+
+Pipelined (:meth:`AuditSink.pump`, what :meth:`AuditSink.run` loops on): while ClickHouse inserts a batch (up to
+:data:`MAX_IN_FLIGHT` of them), the sink already fetches and takes the next, so Kafka fetching and Python's share no
+longer wait for ClickHouse and the other way round. Offsets are committed explicitly, per batch (per partition, the
+offset after the last record the batch holds), oldest batch first and only once ClickHouse acknowledged it and every
+batch before it; before partitions are revoked the sink inserts and commits everything it fetched. :meth:`step`
+is the same round without the pipeline (tests, ``pdx bench audit``).
+
+What the insert deduplication token must guarantee: a block retried after an error that left ClickHouse's answer
+unknown (a timeout after it wrote the block) is written once; the retry is the same block, so any deterministic
+function of its records does. Across a crash, a redelivered batch gets the same token only when it is cut at the
+same records, which neither a token of request ids nor one of (partition, first offset, last offset) can promise
+(polls may return other mixes of partitions). Whatever gets in twice that way collapses in the audit table
+(ReplacingMergeTree by request). The token stays the sorted request ids' hash, as on the row path
+(store.dedup_token): reading the id is a few hundred nanoseconds per record, and the profile
+(``pdx bench sink``: the sink process spends a fifth of the wall time on CPU) shows ClickHouse, not Python, bounds it.
 """
 
 from __future__ import annotations
@@ -33,6 +49,7 @@ import itertools
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -54,6 +71,17 @@ INSERT_STREAMS = 2
 MIN_STREAM_RECORDS = 10_000
 #: how often the sink refreshes its backlog (the pdx_sink_backlog metric)
 BACKLOG_EVERY_S = 2.0
+#: A batch is also due once its messages hold this many bytes (the row bound, PDX_AUDIT_BATCH_MAX, alone would let
+#: a batch of large records grow without limit): with INSERT_STREAMS and MAX_IN_FLIGHT it bounds the sink's memory.
+BATCH_MAX_BYTES = 32 << 20
+#: Batches whose insert may be running while the next one is fetched (see AuditSink.pump).
+MAX_IN_FLIGHT = 2
+#: While batches are in flight, polls wait at most this long, so an acknowledged batch is committed promptly.
+SETTLE_POLL_MS = 20
+#: aiokafka fetch sizes: one fetch brings up to this much per partition (aiokafka's default, 1 MiB, is ~1,500
+#: audit records, so a backlog drained in many small round trips) and per broker response.
+PARTITION_FETCH_BYTES = 8 << 20
+FETCH_MAX_BYTES = 64 << 20
 
 
 class Record(Protocol):
@@ -72,6 +100,15 @@ class Source(Protocol):
     async def getmany(self, *, timeout_ms: int, max_records: int) -> Mapping[Any, Sequence[Record]]: ...
 
     async def commit(self) -> None: ...
+
+
+class OffsetSource(Protocol):
+    """The audit topic as the pipelined sink uses it (:meth:`AuditSink.pump`): it commits explicit offsets, those
+    of the batches ClickHouse acknowledged, not the consumer's position (which is already past the next batch)."""
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> Mapping[Any, Sequence[Record]]: ...
+
+    async def commit(self, offsets: Mapping[Any, int] | None = None) -> None: ...
 
 
 class Writer(Protocol):
@@ -126,10 +163,18 @@ class AuditBatch:
     (nothing to insert, nothing to commit but what the DLQ holds).
     """
 
-    def __init__(self, max_rows: int, wait_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, max_rows: int, wait_s: float, clock: Callable[[], float] = time.monotonic, *,
+        max_bytes: int = BATCH_MAX_BYTES,
+    ) -> None:
         self.max_rows = max_rows
         self.wait_s = wait_s
         self.clock = clock
+        self.max_bytes = max_bytes
+        #: bytes of the messages held (the byte bound)
+        self.bytes = 0
+        #: partition → the offset after the last record of it fetched into this batch (what committing it moves to)
+        self.offsets: dict[Any, int] = {}
         self.messages: list[bytes] = []
         self.ids: list[str] = []
         self.origins: list[Record | None] = []
@@ -155,6 +200,7 @@ class AuditBatch:
         self.ids.append(avro_container.request_id(value))
         self.messages.append(value)
         self.origins.append(origin)
+        self.bytes += len(value)
         if self.flush_at is None:
             self.flush_at = self.clock() + self.wait_s
 
@@ -168,7 +214,9 @@ class AuditBatch:
     def due(self) -> bool:
         if not self.messages and not self.checkpoints:
             return False
-        return len(self.messages) >= self.max_rows or self.clock() >= (self.flush_at or 0)
+        return (
+            len(self.messages) >= self.max_rows or self.bytes >= self.max_bytes or self.clock() >= (self.flush_at or 0)
+        )
 
     def wait_ms(self) -> int:
         """How long the next poll may wait: until the batch is due, or ``wait_s`` when it is empty."""
@@ -192,9 +240,22 @@ class AuditBatch:
         """The checkpoints' insert deduplication token: their Kafka positions (a redelivery has the same)."""
         return "cp-" + avro_container.dedup_token(f"{row[-2]}:{row[-1]}" for row in self.checkpoints)
 
+    def fresh(self) -> AuditBatch:
+        """An empty batch with the same bounds (the pipelined sink starts one while this one is inserted)."""
+        return AuditBatch(self.max_rows, self.wait_s, self.clock, max_bytes=self.max_bytes)
+
     def clear(self) -> None:
         self.messages, self.ids, self.origins, self.flush_at = [], [], [], None
-        self.checkpoints = []
+        self.checkpoints, self.offsets, self.bytes = [], {}, 0
+
+
+class InFlight:
+    """A batch handed to ClickHouse (its insert task) and the offsets to commit once it is acknowledged."""
+
+    __slots__ = ("offsets", "task")
+
+    def __init__(self, task: asyncio.Task[int], offsets: dict[Any, int]) -> None:
+        self.task, self.offsets = task, offsets
 
 
 class Block:
@@ -228,6 +289,7 @@ class AuditSink:
         sleep: Callable[[float], Any] = asyncio.sleep,
         *,
         insert_streams: int = INSERT_STREAMS,
+        max_in_flight: int = MAX_IN_FLIGHT,
         audit_topic: str = config.TOPIC_AUDIT,
         checkpoint_topic: str | None = config.TOPIC_CHECKPOINTS,
         database: str = config.CLICKHOUSE_DATABASE,
@@ -249,6 +311,12 @@ class AuditSink:
         self.role = role
         self.sleep = sleep
         self.insert_streams = max(1, insert_streams)
+        self.max_in_flight = max(1, max_in_flight)
+        #: batches handed to ClickHouse and not committed yet, oldest first (see pump)
+        self.in_flight: deque[InFlight] = deque()
+        #: held while a fetched poll is taken into the batch and while batches are settled: a rebalance
+        #: (on_partitions_revoked) must not commit in the middle of either
+        self._lock = asyncio.Lock()
         self.batch = AuditBatch(cfg.audit_batch_max, cfg.audit_batch_wait_ms / 1000)
         self.inserted = 0
         #: records fetched from Kafka (inserted, dead-lettered or still in a batch)
@@ -281,36 +349,109 @@ class AuditSink:
                 delay = min(delay * 2, RETRY_MAX_S)
 
     async def run(self) -> None:
+        from aiokafka import ConsumerRebalanceListener
+
         topics = [self.audit_topic] + ([self.checkpoint_topic] if self.checkpoint_topic else [])
         consumer = clients.consumer(
             self.settings,
-            *topics,
             group_id=self.group_id,
             auto_offset_reset="earliest",
             max_poll_records=self.settings.audit_batch_max,
+            max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
+            fetch_max_bytes=FETCH_MAX_BYTES,
             client_id=f"pdx-sink-{self.worker_id}",
         )
         dlq = clients.producer(self.settings)
+        sink = self
+        writer: Writer | None = None
+
+        class Drain(ConsumerRebalanceListener):  # type: ignore[misc]
+            """Before partitions move to another sink: insert what was fetched and commit it, while still ours."""
+
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                if writer is not None:
+                    await sink.drain(consumer, writer, dlq)
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                return None
+
+        consumer.subscribe(topics, listener=Drain())
         await consumer.start()
         await dlq.start()
         try:
             writer = await self._connect()
             backlog_at = 0.0
             while True:
-                await self.step(consumer, writer, dlq)
+                await self.pump(consumer, writer, dlq)
                 if time.monotonic() >= backlog_at:
                     self.backlog = await consumer_lag(consumer)
                     backlog_at = time.monotonic() + BACKLOG_EVERY_S
         finally:
+            for flight in self.in_flight:  # not committed: redelivered to whoever owns the partitions next
+                flight.task.cancel()
             await consumer.stop()
             await dlq.stop()
 
-    async def step(self, source: Source, writer: Writer, dlq: DeadLetters) -> bool:
-        """One round: poll, add to the batch (unusable records go to the DLQ), and when the batch is due
-        insert it until ClickHouse acknowledges (records it rejects go to the DLQ), then commit. Returns whether
-        it committed."""
+    async def pump(self, source: OffsetSource, writer: Writer, dlq: DeadLetters) -> bool:
+        """One round of the pipelined sink (what :meth:`run` loops on): commit the batches ClickHouse acknowledged,
+        poll into the batch, and when it is due hand it to ClickHouse *without waiting* and start the next one.
+        Returns whether it handed over a batch.
+
+        Why: fetching and taking a batch is Python's work and inserting it is ClickHouse's, so on two cores the
+        sink used to leave one idle at a time. Now up to ``max_in_flight`` batches are being inserted while the
+        next is fetched. The guarantee is unchanged: a batch's offsets (per partition, the one after the last
+        record it holds) are committed only once ClickHouse acknowledged it *and every batch before it*, so a crash
+        at any instant redelivers everything not yet in ClickHouse (and perhaps some that is: the dedup token and
+        ReplacingMergeTree make that harmless). Records dead-lettered on the way are covered by their batch's
+        offsets and sent before it is handed over."""
+        await self._settle(source, keep=self.max_in_flight)  # the ones already acknowledged
         batch = self.batch
-        fetched = await source.getmany(timeout_ms=batch.wait_ms(), max_records=batch.room)
+        wait_ms = batch.wait_ms()
+        if self.in_flight:  # come back soon to commit it once it is acknowledged
+            wait_ms = min(wait_ms, SETTLE_POLL_MS)
+        fetched = await source.getmany(timeout_ms=wait_ms, max_records=batch.room)
+        async with self._lock:
+            batch = self.batch  # a rebalance may have drained it while we polled
+            for tp, part in fetched.items():
+                if part:
+                    batch.offsets[tp] = part[-1].offset + 1
+            dead_lettered = await self._take(batch, fetched, dlq)
+            only_dead_letters = dead_lettered and not len(batch) and not batch.checkpoints
+            if not (batch.due() or only_dead_letters):
+                return False
+            await self._settle_locked(source, keep=self.max_in_flight - 1)  # room for one more
+            self._hand_over(writer, dlq, batch)
+        return True
+
+    def _hand_over(self, writer: Writer, dlq: DeadLetters, batch: AuditBatch) -> None:
+        self.batch = batch.fresh()
+        self.in_flight.append(InFlight(asyncio.create_task(self._insert(writer, dlq, batch)), dict(batch.offsets)))
+
+    async def drain(self, source: OffsetSource, writer: Writer, dlq: DeadLetters) -> None:
+        """Insert the batch being filled and every batch in flight, and commit them (before a rebalance takes the
+        partitions away: committing later would fail, and the next owner would insert them again)."""
+        async with self._lock:
+            if len(self.batch) or self.batch.checkpoints or self.batch.offsets:
+                self._hand_over(writer, dlq, self.batch)
+            await self._settle_locked(source, keep=0)
+
+    async def _settle(self, source: OffsetSource, *, keep: int) -> None:
+        async with self._lock:
+            await self._settle_locked(source, keep=keep)
+
+    async def _settle_locked(self, source: OffsetSource, *, keep: int) -> None:
+        """Commit, oldest first, the batches ClickHouse acknowledged; wait for the oldest while more than ``keep``
+        are in flight. A batch is committed only after every batch before it (a later one may finish first)."""
+        while self.in_flight and (len(self.in_flight) > keep or self.in_flight[0].task.done()):
+            head = self.in_flight[0]
+            inserted = await head.task  # retries until ClickHouse acknowledged; raises only on a bug or the DLQ
+            if head.offsets:
+                await source.commit(head.offsets)
+            self.in_flight.popleft()
+            self.inserted += inserted
+
+    async def _take(self, batch: AuditBatch, fetched: Mapping[Any, Sequence[Record]], dlq: DeadLetters) -> int:
+        """Add a poll's records to ``batch``; unusable ones go to the DLQ (returns how many)."""
         self.fetched += sum(len(part) for part in fetched.values())
         dead_lettered = 0
         for m in (m for part in fetched.values() for m in part):
@@ -323,20 +464,34 @@ class AuditSink:
                 dead_lettered += 1
                 await self._dead_letter(dlq, m, f"audit sink: {exc}")
         self.dead_lettered += dead_lettered
-        if not len(batch) and not batch.checkpoints and dead_lettered:
-            await source.commit()  # only dead-lettered records since the last commit: they are safe in the DLQ
-            return True
-        if not batch.due():
-            return False
+        return dead_lettered
+
+    async def _insert(self, writer: Writer, dlq: DeadLetters, batch: AuditBatch) -> int:
+        """Insert a batch until ClickHouse acknowledged it (its records, then its checkpoints); rows inserted."""
         written = [0]
         if len(batch):
             streams = min(self.insert_streams, max(1, len(batch) // MIN_STREAM_RECORDS))
             written = await asyncio.gather(*(self._write(writer, dlq, block) for block in batch.blocks(streams)))
         if batch.checkpoints:  # after the records: a checkpoint is never in ClickHouse before what it covers
             await self._write_checkpoints(writer, batch)
+        return sum(written)
+
+    async def step(self, source: Source, writer: Writer, dlq: DeadLetters) -> bool:
+        """One round: poll, add to the batch (unusable records go to the DLQ), and when the batch is due
+        insert it until ClickHouse acknowledges (records it rejects go to the DLQ), then commit. Returns whether
+        it committed."""
+        batch = self.batch
+        fetched = await source.getmany(timeout_ms=batch.wait_ms(), max_records=batch.room)
+        dead_lettered = await self._take(batch, fetched, dlq)
+        if not len(batch) and not batch.checkpoints and dead_lettered:
+            await source.commit()  # only dead-lettered records since the last commit: they are safe in the DLQ
+            return True
+        if not batch.due():
+            return False
+        written = await self._insert(writer, dlq, batch)
         # Everything fetched so far is in ClickHouse (or the DLQ): only now move the offsets.
         await source.commit()
-        self.inserted += sum(written)
+        self.inserted += written
         batch.clear()
         return True
 

@@ -23,18 +23,18 @@ Steps (only step 3 is the sink's figure):
    ``rows_total`` (rows before ReplacingMergeTree collapses duplicates; equal when none were inserted twice), and
    ``offsets_committed`` (the group's committed offsets summed over the partitions) must equal ``records``.
 
-``peak_rss_mb`` is the sink process's peak resident set (``ru_maxrss`` of :func:`resource.getrusage` in that
-process: Python, the imported modules, aiokafka's fetch buffers and the sink's batches), ``rss_start_mb`` its resident
-set before the sink started. ``sink_cpu_s`` is the CPU time (user + system) of the sink process during step 3.
-Timings are wall-clock on a shared machine; sink and floor are measured in the same run.
+``peak_rss_mb`` is the sink process's peak resident set (``VmHWM`` of /proc/self/status in that process, see
+:func:`_rss_mb`: Python, the imported modules, aiokafka's fetch buffers and the sink's batches),
+``rss_start_mb`` its resident set before the sink started. ``sink_cpu_s`` is the CPU time (user + system) of the
+sink process during step 3. Timings are wall-clock on a shared machine; sink and floor are measured in the same run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import multiprocessing
 import os
-import random
 import resource
 import tempfile
 import time
@@ -66,10 +66,10 @@ def _messages(records: int, seed: int = 11) -> Any:
         rid = rec["request"]["request_id"].encode()
         base.append((wire.encode("AuditRecord", rec), rid))
         yield base[-1][0]
-    rng = random.Random(seed)
     for i in range(distinct, records):
         message, rid = base[i % distinct]
-        new = uuid.UUID(int=rng.getrandbits(128), version=4).hex.encode()
+        # not from a Random seeded like synthetic's: its stream would repeat the generated records' ids
+        new = hashlib.md5(f"pdx-bench-sink:{seed}:{i}".encode(), usedforsecurity=False).hexdigest().encode()
         assert len(new) == len(rid)
         yield message.replace(rid, new)  # request.request_id and decision.request_id
 
@@ -131,21 +131,32 @@ async def _produce(cfg: Settings, topic: str, records: int, partitions: int, con
 
 def _floor(cfg: Settings, container: Path, keep: bool) -> dict[str, Any]:
     """ClickHouse's own ingestion of the container (one insert, the sink's writer) into a fresh database."""
+    from streams.audit.store import AuditWriter, connect
     from streams.bench.auditdb import fresh_database
 
     data = container.read_bytes()
     with fresh_database(cfg.clickhouse_url, "pdx_bench_floor", keep=keep) as db:
-        t = time.perf_counter()
-        db.writer.insert_avro(data, token=None)
-        seconds = time.perf_counter() - t
+        # its own client: urllib3 sends a request body under the *connect* timeout (5 s in connect()), and
+        # ClickHouse stops reading a large body for longer than that while it parses and writes the first blocks
+        client = connect(cfg.clickhouse_url, connect_timeout=600, send_receive_timeout=1200)
+        try:
+            t = time.perf_counter()
+            AuditWriter(client, database=db.database).insert_avro(data, token=None)
+            seconds = time.perf_counter() - t
+        finally:
+            client.close()
         rows = db.count(final=False)
     return {"seconds": seconds, "rows": rows, "container_bytes": len(data)}
 
 
-def _rss_mb() -> float:
+def _rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident set (``VmRSS``) or its peak (``VmHWM``) in MiB, from /proc/self/status.
+
+    Why not ``ru_maxrss``: Linux carries it across fork and exec, so a process spawned by the benchmark would
+    report the parent's resident set at the fork (which holds the floor's container) as its own peak."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024  # the kernel reports kB
     return 0.0
 
 
@@ -194,8 +205,7 @@ def _sink_process(cfg: Settings, topic: str, group: str, database: str, records:
     logging.basicConfig(level=logging.WARNING, format="[sink process] %(levelname)s %(name)s: %(message)s")
     try:
         result = asyncio.run(_drive_sink(cfg, topic, group, database, records))
-        # ru_maxrss is in KiB on Linux: the peak resident set of this process over its life
-        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result["peak_rss_mb"] = _rss_mb("VmHWM")  # the peak resident set of this process over its life
         conn.send(result)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
         conn.send({"error": f"{type(exc).__name__}: {exc}"})
@@ -293,7 +303,7 @@ def run_sink_bench(
         "floor_seconds": round(floor["seconds"], 3),
         "ratio_to_floor": round(ratio, 3),
         "peak_rss_mb": round(sink["peak_rss_mb"], 1),
-        "peak_rss_measures": "ru_maxrss of the sink's own process (spawned for the run): its whole peak resident set",
+        "peak_rss_measures": "VmHWM of the sink's own process (spawned for the run): its whole peak resident set",
         "rss_start_mb": round(sink["rss_start_mb"], 1),
         "sink_cpu_s": round(sink["sink_cpu_s"], 2),
         "startup_s": round(sink["startup_s"], 2),

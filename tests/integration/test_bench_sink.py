@@ -1,0 +1,30 @@
+"""`pdx bench sink` end to end on a few records: the real sink (Kafka consumer, ClickHouse writer) moves every record
+once, commits every offset, and prints the JSON it promises. Not a timing test: speed targets live in the bench."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from streams.cli.main import main
+
+RECORDS = 2_000
+
+
+def test_the_sink_bench_moves_every_record_and_prints_its_json(
+    services: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "sink", "--records", str(RECORDS), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["records"] == RECORDS
+    assert result["rows_in_clickhouse"] == RECORDS == result["rows_total"] == result["offsets_committed"]
+    assert result["dead_lettered"] == 0
+    for key in ("seconds", "rows_per_s", "floor_rows_per_s", "ratio_to_floor", "peak_rss_mb"):
+        assert isinstance(result[key], (int, float)) and result[key] > 0, key
+    assert set(result["targets"]) >= {"rows_per_s", "ratio_to_floor", "rows_in_clickhouse"}
+    for check in result["targets"].values():
+        assert set(check) == {"value", "target", "pass"}
+    assert result["targets"]["rows_in_clickhouse"]["pass"] and result["targets"]["offsets_committed"]["pass"]
+    assert result["topic"] is None and result["database"] is None  # removed afterwards
