@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -60,7 +59,7 @@ def sql_001_004(tmp_path: Path) -> Path:
     target.mkdir()
     for mig in discover():
         if mig.version <= "004":
-            shutil.copy(mig.path, target / mig.path.name)
+            (target / mig.path.name).write_text(mig.template)  # with its includes pasted in
     return target
 
 
