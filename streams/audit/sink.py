@@ -387,6 +387,7 @@ class AuditSink:
                     self.backlog = await consumer_lag(consumer)
                     backlog_at = time.monotonic() + BACKLOG_EVERY_S
         finally:
+            writer = None  # stopping: the consumer may revoke its partitions, there is nothing to drain into
             for flight in self.in_flight:  # not committed: redelivered to whoever owns the partitions next
                 flight.task.cancel()
             await consumer.stop()
