@@ -333,7 +333,7 @@ def reconcile_ttl(client: Any, database: str, ttl_days: int, audit_table: str = 
 def migrate_schema(
     url: str | None = None,
     *,
-    cfg: config.Settings | None = None,
+    cfg: config.Settings,
     ttl_days: int | None = None,
     cluster: str | None = None,
 ) -> list[str]:

@@ -335,11 +335,13 @@ class AuditSink:
         delay = 0.5
         while True:
             try:
-                client = await asyncio.to_thread(connect, self.settings.clickhouse_url, role=self.role)
+                client = await asyncio.to_thread(
+                    connect, self.settings.clickhouse_url, cfg=self.settings, role=self.role
+                )
                 if self.migrate:
                     await asyncio.to_thread(
-                        migrate_schema, self.settings.clickhouse_url, ttl_days=self.settings.audit_ttl_days,
-                        cluster=self.settings.clickhouse_cluster,
+                        migrate_schema, self.settings.clickhouse_url, cfg=self.settings,
+                        ttl_days=self.settings.audit_ttl_days, cluster=self.settings.clickhouse_cluster,
                     )
                 log.info("audit sink connected to ClickHouse at %s", self.settings.clickhouse_url)
                 return AuditWriter(client, database=self.database)

@@ -117,7 +117,7 @@ def unreachable(url: str) -> UserError:
 def connect(
     url: str | None = None,
     *,
-    cfg: config.Settings | None = None,
+    cfg: config.Settings,
     database: str | None = None,
     role: str = "admin",
     **kwargs: Any,
@@ -133,8 +133,7 @@ def connect(
     """
     if clickhouse_connect is None:  # pragma: no cover
         raise UserError("clickhouse-connect is not installed: pip install clickhouse-connect")
-    # TODO(issue 27): the fallback goes once every caller passes cfg (then cfg is required)
-    settings = cfg if cfg is not None else config.load()
+    settings = cfg
     url = url or settings.clickhouse_url
     parsed = urlparse(url if "://" in url else f"http://{url}")
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
@@ -262,7 +261,9 @@ class AuditWriter:
         database: str = config.CLICKHOUSE_DATABASE,
         table: str = config.AUDIT_TABLE,
     ) -> None:
-        self.client = client if client is not None else connect(url, cfg=cfg, role="sink")
+        if client is None and cfg is None:
+            raise TypeError("AuditWriter needs a ClickHouse client, or the Settings (cfg=) to connect with")
+        self.client = client if client is not None else connect(url, cfg=cfg, role="sink")  # type: ignore[arg-type]
         self.database = check_identifier(database, "database name")
         self.table = check_identifier(table, "table name")
 
@@ -339,7 +340,7 @@ def wait_for_audit_rows(
     request_ids: Sequence[str] | None = None,
     id_prefix: str | None = None,
     url: str | None = None,
-    cfg: config.Settings | None = None,
+    cfg: config.Settings,
     timeout_s: float = 60.0,
 ) -> int:
     """Poll until ``expected`` distinct request ids (given, or starting with a prefix) are in the audit table
@@ -355,8 +356,6 @@ def wait_for_audit_rows(
         where, params = "request_id IN {ids:Array(String)}", {"ids": list(request_ids)}
     else:
         where, params = "startsWith(request_id, {prefix:String})", {"prefix": id_prefix}
-    # TODO(issue 27): the fallback goes once every caller passes cfg (then cfg is required)
-    cfg = cfg if cfg is not None else config.load()
     client = connect(url or cfg.clickhouse_url, cfg=cfg, role="reader")
     sql = f"SELECT uniqExact(request_id) FROM {config.CLICKHOUSE_DATABASE}.{config.AUDIT_TABLE} WHERE {where}"
     deadline = time.monotonic() + timeout_s

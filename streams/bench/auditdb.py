@@ -30,10 +30,10 @@ class AuditDB:
 @contextmanager
 def fresh_database(
     url: str, prefix: str = "pdx_test", *, ttl_days: int | None = None, keep: bool = False,
-    cfg: Settings | None = None,
+    cfg: Settings,
 ) -> Iterator[AuditDB]:
     """Create ``<prefix>_<random>``, migrate it, yield handles, drop it afterwards (unless keep). ``cfg``: the
-    Settings of the entry point, for the login (tests pass none: streams.audit.store.connect reads them)."""
+    Settings of the entry point (the login and the default URL)."""
     database = f"{prefix}_{uuid.uuid4().hex[:10]}"
     client = connect(url, cfg=cfg)
     try:

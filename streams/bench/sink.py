@@ -14,7 +14,8 @@ Steps (only step 3 is the sink's figure):
    encoded bytes (the id is a fixed-length hex string, so the encoding stays valid).
 2. The floor: ClickHouse ingesting that container with one ``INSERT INTO audit_ingest FORMAT Avro`` (the sink's own
    :meth:`AuditWriter.insert_avro`) into a fresh database, so through the same materialized views. That database is
-   dropped before step 3, so its background merges do not run beside the sink.
+   dropped before step 3, so its background merges do not run beside the sink. ``parse_only_rows_per_s``: the same
+   container into a Null table with no view behind it (the Avro parse alone, what the views cost comes on top).
 3. The sink, in a process of its own (so its peak RSS is the sink's alone), from an empty database and a new consumer
    group reading the topic from the start. ``seconds`` runs from the first record the sink fetched until ClickHouse
    acknowledged the insert holding the last one and its offsets were committed; ``startup_s`` (joining the group,
@@ -135,18 +136,33 @@ def _floor(cfg: Settings, container: Path, keep: bool) -> dict[str, Any]:
     from streams.bench.auditdb import fresh_database
 
     data = container.read_bytes()
-    with fresh_database(cfg.clickhouse_url, "pdx_bench_floor", keep=keep) as db:
+    with fresh_database(cfg.clickhouse_url, "pdx_bench_floor", keep=keep, cfg=cfg) as db:
         # its own client: urllib3 sends a request body under the *connect* timeout (5 s in connect()), and
         # ClickHouse stops reading a large body for longer than that while it parses and writes the first blocks
-        client = connect(cfg.clickhouse_url, connect_timeout=600, send_receive_timeout=1200)
+        client = connect(cfg.clickhouse_url, cfg=cfg, connect_timeout=600, send_receive_timeout=1200)
         try:
             t = time.perf_counter()
             AuditWriter(client, database=db.database).insert_avro(data, token=None)
             seconds = time.perf_counter() - t
+            parse_s = _parse_only(client, db.database, data)
         finally:
             client.close()
         rows = db.count(final=False)
-    return {"seconds": seconds, "rows": rows, "container_bytes": len(data)}
+    return {"seconds": seconds, "rows": rows, "container_bytes": len(data), "parse_seconds": parse_s}
+
+
+def _parse_only(client: Any, database: str, data: bytes) -> float:
+    """Seconds ClickHouse takes to read the container into a Null table of audit_ingest's structure with no
+    view behind it: the Avro parse alone, so the JSON shows what the materialized views cost on top."""
+    from string import Template
+
+    from streams.audit import ingest
+
+    ddl = Template(ingest.ingest_table()).substitute(db=database).replace(ingest.INGEST_TABLE, "audit_parse_only", 1)
+    client.command(ddl)
+    t = time.perf_counter()
+    client.raw_insert(f"{database}.audit_parse_only", insert_block=data, fmt="Avro")
+    return time.perf_counter() - t
 
 
 def _rss_mb(field: str = "VmRSS") -> float:
@@ -273,7 +289,7 @@ def run_sink_bench(
             produce_s = time.perf_counter() - t
             log("bench sink: timing ClickHouse's own ingestion of the same rows (one Avro container)")
             floor = _floor(cfg, container, keep)
-        with fresh_database(cfg.clickhouse_url, "pdx_bench", keep=keep) as db:
+        with fresh_database(cfg.clickhouse_url, "pdx_bench", keep=keep, cfg=cfg) as db:
             log(f"bench sink: running the audit sink on {topic} into {db.database}")
             sink = _run_sink(cfg, topic, group, db.database, records)
             distinct, total = db.client.query(
@@ -301,6 +317,7 @@ def run_sink_bench(
         "rows_per_s": round(rate),
         "floor_rows_per_s": round(floor_rate),
         "floor_seconds": round(floor["seconds"], 3),
+        "parse_only_rows_per_s": round(floor["rows"] / floor["parse_seconds"]) if floor["parse_seconds"] else 0,
         "ratio_to_floor": round(ratio, 3),
         "peak_rss_mb": round(sink["peak_rss_mb"], 1),
         "peak_rss_measures": "VmHWM of the sink's own process (spawned for the run): its whole peak resident set",

@@ -48,7 +48,7 @@ def ch_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture()
 def db(ch_url: str) -> Iterator[AuditDB]:
-    with fresh_database(ch_url, "pdx_t_dedup") as handle:
+    with fresh_database(ch_url, "pdx_t_dedup", cfg=settings.load()) as handle:
         yield handle
 
 

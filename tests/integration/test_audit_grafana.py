@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from streams import config
 from streams.audit.dashboard import dashboard_queries, expand_macros
 from streams.bench import synthetic
 from streams.bench.auditdb import AuditDB, fresh_database
@@ -25,7 +26,7 @@ def ch_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="module")
 def db(ch_url: str) -> Iterator[AuditDB]:
-    with fresh_database(ch_url, "pdx_t_grafana") as handle:
+    with fresh_database(ch_url, "pdx_t_grafana", cfg=config.load()) as handle:
         handle.writer.insert(list(synthetic.records(2000, seed=5, identities=30, start=START, end=END)))
         yield handle
 

@@ -61,7 +61,7 @@ def db(ch_url: str) -> Iterator[AuditDB]:
         + [_recorded(current, i, age_days=10, kind="agent") for i in range(10, 13)]  # deny: no matching rule
     )
     assert [r["decision"]["decision"] for r in recs] == ["allow"] * 6 + ["step_up"] * 4 + ["deny"] * 3  # type: ignore[index]
-    with fresh_database(ch_url, "pdx_t_impact") as handle:
+    with fresh_database(ch_url, "pdx_t_impact", cfg=settings.load()) as handle:
         handle.writer.insert(recs)
         yield handle
 

@@ -36,8 +36,10 @@ def ch_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture()
 def dbs(ch_url: str) -> Iterator[tuple[AuditDB, AuditDB]]:
     """(rows written by audit_row, rows written by the view), two fresh databases."""
-    with fresh_database(ch_url, "pdx_t_rows") as rows, fresh_database(ch_url, "pdx_t_native") as native:
-        yield rows, native
+    cfg = config.load()
+    with fresh_database(ch_url, "pdx_t_rows", cfg=cfg) as rows:
+        with fresh_database(ch_url, "pdx_t_native", cfg=cfg) as native:
+            yield rows, native
 
 
 def edge_records() -> list[dict[str, Any]]:
@@ -204,7 +206,7 @@ def test_rollups_fed_from_the_view_equal_those_of_the_row_path(dbs: tuple[AuditD
 
 def test_a_retried_block_is_deduplicated_through_the_null_table_and_view(ch_url: str) -> None:
     recs = list(synthetic.records(500, seed=23, identities=9, start=START, end=END))
-    with fresh_database(ch_url, "pdx_t_native_dedup") as db:
+    with fresh_database(ch_url, "pdx_t_native_dedup", cfg=config.load()) as db:
         insert_native(db, recs)
         insert_native(db, recs)  # the same batch again: same token, dropped in the audit table and rollups
         assert db.count(final=False) == 500
@@ -230,7 +232,7 @@ def test_a_sink_of_an_older_release_keeps_inserting_after_a_migration(ch_url: st
     recs = list(synthetic.records(20, seed=25, start=START, end=END))
     out = io.BytesIO()
     fastavro.writer(out, fastavro.parse_schema(older), recs)
-    with fresh_database(ch_url, "pdx_t_native_older") as db:
+    with fresh_database(ch_url, "pdx_t_native_older", cfg=config.load()) as db:
         db.writer.insert_avro(out.getvalue(), token="older-sink")
         assert db.count(final=True) == 20
         assert db.client.query(f"SELECT countIf(principals_json = '[]' AND empty(approvals)) FROM "
@@ -240,7 +242,7 @@ def test_a_sink_of_an_older_release_keeps_inserting_after_a_migration(ch_url: st
 def test_clickhouse_rejects_a_corrupt_body_as_malformed_data(ch_url: str) -> None:
     recs = list(synthetic.records(3, seed=24, start=START, end=END))
     msgs = [wire.encode("AuditRecord", r) for r in recs]
-    with fresh_database(ch_url, "pdx_t_native_bad") as db:
+    with fresh_database(ch_url, "pdx_t_native_bad", cfg=config.load()) as db:
         with pytest.raises(AuditRejectedError):
             db.writer.insert_avro(avro_container.build([msgs[0], msgs[1][:-7], msgs[2]]), token="t-bad")
         assert db.count(final=False) == 0
@@ -284,7 +286,7 @@ async def test_the_sink_dead_letters_what_clickhouse_rejects_and_inserts_the_res
     polled = [Rec(m, offset=i) for i, m in enumerate(msgs)]
     polled[17] = Rec(corrupt, offset=17)
     cfg = config.load().replace(audit_batch_max=40, audit_batch_wait_ms=1000)
-    with fresh_database(ch_url, "pdx_t_native_sink") as db:
+    with fresh_database(ch_url, "pdx_t_native_sink", cfg=config.load()) as db:
         sink = AuditSink(cfg, "sink-it")
         source, dlq = ListSource([polled]), ListDlq()
         assert await sink.step(source, db.writer, dlq)

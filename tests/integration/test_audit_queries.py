@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from streams import config
 from streams.audit.queries import SearchFilters
 from streams.bench import synthetic
 from streams.bench.auditdb import AuditDB, fresh_database
@@ -80,7 +81,7 @@ def ch_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="module")
 def db(ch_url: str) -> Iterator[AuditDB]:
-    with fresh_database(ch_url, "pdx_t_queries") as handle:
+    with fresh_database(ch_url, "pdx_t_queries", cfg=config.load()) as handle:
         handle.writer.insert(RECORDS[:5])
         handle.writer.insert(RECORDS[5:])
         handle.writer.insert(RECORDS[1:3])  # a redelivery must not show twice

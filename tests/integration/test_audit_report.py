@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from streams import config
 from streams.audit.report import COLORS
 from streams.audit.risk import WEIGHTS, risk_scores, stale_credentials
 from streams.bench import synthetic
@@ -35,7 +36,7 @@ def ch_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="module")
 def db(ch_url: str) -> Iterator[AuditDB]:
-    with fresh_database(ch_url, "pdx_t_report") as handle:
+    with fresh_database(ch_url, "pdx_t_report", cfg=config.load()) as handle:
         risky = synthetic.make_identity("risky", credential_created=MONDAY - timedelta(days=500))
         calm = synthetic.make_identity("calm", credential_created=MONDAY - timedelta(days=10))
         deny = [("scope_missing", "no scope", "baseline", "baseline/deny")]

@@ -28,7 +28,7 @@ def ch_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture()
 def db(ch_url: str) -> Iterator[AuditDB]:
-    with fresh_database(ch_url, "pdx_t_storage") as handle:
+    with fresh_database(ch_url, "pdx_t_storage", cfg=settings.load()) as handle:
         yield handle
 
 
@@ -67,7 +67,7 @@ def test_migrate_creates_versioned_schema_and_is_idempotent(db: AuditDB) -> None
 
 
 def test_ttl_comes_from_settings_and_follows_changes(ch_url: str) -> None:
-    with fresh_database(ch_url, "pdx_t_ttl", ttl_days=33) as db:
+    with fresh_database(ch_url, "pdx_t_ttl", ttl_days=33, cfg=settings.load()) as db:
         assert current_ttl_days(db.client, db.database, settings.AUDIT_TABLE) == 33
         assert current_ttl_days(db.client, db.database, "audit_identity_hourly") == 33
         assert migrate(db.client, db.database, ttl_days=90) == []

@@ -40,7 +40,7 @@ def released_text(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def client(clickhouse_url: str) -> Iterator[Any]:
-    c = connect(clickhouse_url)
+    c = connect(clickhouse_url, cfg=config.load())
     yield c
     c.close()
 

@@ -87,7 +87,7 @@ def copy_db(trail: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> Iterat
     wait_anchored(capsys, settings.CLICKHOUSE_DATABASE, trail["since"])
     audit = asyncio.run(read_all(settings.TOPIC_AUDIT))
     checkpoints = asyncio.run(read_all(settings.TOPIC_CHECKPOINTS))
-    with fresh_database(os.environ[settings.ENV_CLICKHOUSE_URL], "pdx_t_verify") as db:
+    with fresh_database(os.environ[settings.ENV_CLICKHOUSE_URL], "pdx_t_verify", cfg=settings.load()) as db:
         msgs = [v for _, _, v, _ in audit if avro_container.is_current(v)]
         db.writer.insert_avro(avro_container.build(msgs), token=None)
         rows = [checkpoint_row(v) for _, _, v, _ in checkpoints]

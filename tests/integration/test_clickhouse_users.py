@@ -33,7 +33,7 @@ TABLE = settings.AUDIT_TABLE
 
 @pytest.fixture(scope="module")
 def db(clickhouse_url: str) -> Iterator[AuditDB]:
-    with fresh_database(clickhouse_url, "pdx_test_users") as handle:  # migrated by the admin role
+    with fresh_database(clickhouse_url, "pdx_test_users", cfg=settings.load()) as handle:  # migrated by the admin role
         yield handle
 
 

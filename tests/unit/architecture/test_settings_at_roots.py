@@ -20,9 +20,8 @@ import streams
 ROOT = Path(streams.__file__).resolve().parent
 #: Runtime code that must be handed its Settings.
 NO_ENV = ("audit", "kafka", "worker", "ops.py")
-#: Still reading the settings themselves (issue 27 part 3, not done yet): only the config.load() fallback of
-#: ClickHouse connect() and wait_for_audit_rows() for callers that pass no cfg yet. Shrink this list; never grow it.
-PENDING = {"audit/store.py"}
+#: Still reading the settings themselves: none (issue 27 part 3 done). Never grow this set.
+PENDING: set[str] = set()
 #: Libraries of the CLI: handed their Settings, free to set up their child processes' environment.
 NO_SETTINGS = ("bench", "demo", "devservices")
 
