@@ -3,7 +3,8 @@
 * ``sql/NNN_*.sql`` + :mod:`streams.audit.migrate` — versioned, idempotent migrations (``pdx audit migrate``):
   the ReplacingMergeTree audit table (dedup by request_id, monthly partitions, TTL from PDX_AUDIT_TTL_DAYS) and
   two materialized-view rollups (hourly per identity, daily per rule).
-* :mod:`streams.audit.store` — ``connect(url, cfg=settings)``, ``audit_row(record)`` and ``AuditWriter.insert(records)``, which
+* :mod:`streams.audit.store` — ``connect(url, cfg=settings)``, ``audit_row(record)`` and
+  ``AuditWriter.insert(records)``, which
   the stream's audit sink agent calls (raises on failure so the sink retries and does not commit offsets).
 * :mod:`streams.audit.queries` / :mod:`streams.audit.risk` — timeline, explain, search, top, risk score;
   parameterised queries only.

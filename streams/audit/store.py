@@ -2,7 +2,7 @@
 
 Two ways in, both through :class:`AuditWriter`::
 
-    writer = AuditWriter(connect())          # or AuditWriter(url="http://...", database="pdx")
+    writer = AuditWriter(connect(cfg=settings))   # or AuditWriter(url="http://...", cfg=settings, database="pdx")
     writer.insert_avro(container, token=t)   # the audit sink: raw AuditRecords as an Avro object container
     writer.insert(records)                   # list of AuditRecord dicts (docs/contracts.md); tests and tools
 

@@ -116,7 +116,7 @@ async def test_evidence_per_control_from_clickhouse(
     )
     assert [d.decision for d in sent[-5:]] == ["allow", "deny", "allow", "step_up", "deny"]
     ids = [d.request_id for d in sent]
-    assert await asyncio.to_thread(wait_for_audit_rows, len(ids), request_ids=ids) == len(ids)
+    assert await asyncio.to_thread(wait_for_audit_rows, len(ids), request_ids=ids, cfg=settings.load()) == len(ids)
     until = datetime.now(UTC) + timedelta(seconds=1)
 
     html = tmp_path / "evidence.html"
