@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,3 +44,15 @@ async def client(pipeline: Path) -> AsyncIterator[PolicyClient]:
     """A PolicyClient talking to the module's pipeline worker."""
     async with PolicyClient(timeout_s=15.0) as c:
         yield c
+
+
+@pytest.fixture
+def stack_env(services: Any) -> Iterator[dict[str, str]]:
+    """The environment for a `pdx` subprocess on the test run's dev services (benchmarks, the demo); stops the
+    workers it left so none stays in a consumer group for the tests that follow."""
+    if services.stack is None:
+        pytest.skip("needs the local dev services (the command starts and stops processes in their state dir)")
+    state_dir = services.stack.state_dir
+    yield {**os.environ, settings.ENV_STATE_DIR: str(state_dir)}
+    for pid_file in (state_dir / "workers").glob("*.pid"):
+        procs.stop(pid_file)

@@ -6,35 +6,20 @@ protected topic). The other scenarios kill processes and restart services: too l
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
-
-from streams import config as settings
-from streams.devservices import procs
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 
-@pytest.fixture
-def env(services: Any) -> Iterator[dict[str, str]]:
-    if services.stack is None:
-        pytest.skip("needs the local dev services (the benchmark starts and stops processes in their state dir)")
-    state_dir = services.stack.state_dir
-    yield {**os.environ, settings.ENV_STATE_DIR: str(state_dir)}
-    for pid_file in (state_dir / "workers").glob("*.pid"):
-        procs.stop(pid_file)
 
-
-def test_malformed_requests_under_load(env: dict[str, str]) -> None:
+def test_malformed_requests_under_load(stack_env: dict[str, str]) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "streams.cli.main", "bench", "faults", "--only", "malformed", "--malformed", "300",
          "--rate", "50", "--json"],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
+        env=stack_env, capture_output=True, text=True, timeout=300, check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout)

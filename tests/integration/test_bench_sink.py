@@ -4,17 +4,13 @@ once, commits every offset, and prints the JSON it promises. Not a timing test: 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from streams import config as settings
 from streams.cli.main import main
-from streams.devservices import procs
 
 pytestmark = [pytest.mark.integration]
 
@@ -38,22 +34,13 @@ def test_the_sink_bench_moves_every_record_and_prints_its_json(
     assert result["topic"] is None and result["database"] is None  # removed afterwards
 
 
-@pytest.fixture
-def faults_env(services: Any) -> Iterator[dict[str, str]]:
-    if services.stack is None:
-        pytest.skip("needs the local dev services (the benchmark starts and stops processes in their state dir)")
-    state_dir = services.stack.state_dir
-    yield {**os.environ, settings.ENV_STATE_DIR: str(state_dir)}
-    for pid_file in (state_dir / "workers").glob("*.pid"):
-        procs.stop(pid_file)
-
 
 @pytest.mark.e2e
-def test_a_killed_pipelined_sink_loses_and_duplicates_nothing(faults_env: dict[str, str]) -> None:
+def test_a_killed_pipelined_sink_loses_and_duplicates_nothing(stack_env: dict[str, str]) -> None:
     """`pdx bench faults --only sink_kill`: SIGKILL the sink (`pdx sink`, pipelined) under load, start it again."""
     result = subprocess.run(
         [sys.executable, "-m", "streams.cli.main", "bench", "faults", "--only", "sink_kill", "--rate", "100", "--json"],
-        env=faults_env, capture_output=True, text=True, timeout=600, check=False,
+        env=stack_env, capture_output=True, text=True, timeout=600, check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     [s] = json.loads(result.stdout)["scenarios"]

@@ -4,29 +4,15 @@ must (their speed is not asserted here: targets live in the benchmarks' own outp
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from streams import config as settings
-from streams.devservices import procs
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-
-@pytest.fixture
-def env(services: Any) -> Iterator[dict[str, str]]:
-    if services.stack is None:
-        pytest.skip("needs the local dev services")
-    state_dir = services.stack.state_dir
-    yield {**os.environ, settings.ENV_STATE_DIR: str(state_dir)}
-    # Leave no worker of ours in the consumer group for the tests that follow.
-    for pid_file in (state_dir / "workers").glob("*.pid"):
-        procs.stop(pid_file)
 
 
 def _pdx(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -34,8 +20,8 @@ def _pdx(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
                           timeout=600, check=False)
 
 
-def test_demo_json(env: dict[str, str]) -> None:
-    result = _pdx(env, "demo", "--json")
+def test_demo_json(stack_env: dict[str, str]) -> None:
+    result = _pdx(stack_env, "demo", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout)  # stdout is clean JSON; progress went to stderr
     assert out["requests"] == len(out["scenarios"]) >= 15
@@ -48,8 +34,8 @@ def test_demo_json(env: dict[str, str]) -> None:
     assert open(out["report"], encoding="utf-8").read().lstrip().lower().startswith("<!doctype html")
 
 
-def test_bench_e2e_reports_every_field(env: dict[str, str]) -> None:
-    result = _pdx(env, "bench", "e2e", "--rate", "50", "--duration", "2", "--json")
+def test_bench_e2e_reports_every_field(stack_env: dict[str, str]) -> None:
+    result = _pdx(stack_env, "bench", "e2e", "--rate", "50", "--duration", "2", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout)
     for key in ("offered_rps", "achieved_rps", "p50_ms", "p95_ms", "p99_ms", "requests", "replies", "audit_rows",
@@ -60,8 +46,8 @@ def test_bench_e2e_reports_every_field(env: dict[str, str]) -> None:
     assert out["worker_rss_mb"] > 20  # a live python worker's resident memory, in MiB
 
 
-def test_bench_e2e_find_max_reports_every_step(env: dict[str, str]) -> None:
-    result = _pdx(env, "bench", "e2e", "--find-max", "--start", "50", "--step", "+50", "--max-rate", "100",
+def test_bench_e2e_find_max_reports_every_step(stack_env: dict[str, str]) -> None:
+    result = _pdx(stack_env, "bench", "e2e", "--find-max", "--start", "50", "--step", "+50", "--max-rate", "100",
                   "--step-duration", "1", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout)
@@ -77,8 +63,8 @@ def test_bench_e2e_find_max_reports_every_step(env: dict[str, str]) -> None:
     assert out["worker_rss_mb"] > 20
 
 
-def test_bench_propagation_reports_every_field(env: dict[str, str]) -> None:
-    result = _pdx(env, "bench", "propagation", "--trials", "2", "--workers", "1", "--json")
+def test_bench_propagation_reports_every_field(stack_env: dict[str, str]) -> None:
+    result = _pdx(stack_env, "bench", "propagation", "--trials", "2", "--workers", "1", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout)
     assert out["trials"] == 2
@@ -86,9 +72,9 @@ def test_bench_propagation_reports_every_field(env: dict[str, str]) -> None:
         assert out[key] > 0, key
 
 
-def test_bench_drain_answers_the_whole_backlog(env: dict[str, str]) -> None:
+def test_bench_drain_answers_the_whole_backlog(stack_env: dict[str, str]) -> None:
     # Small fetches, so that even this small backlog is answered in many batches and a rate can be timed.
-    result = _pdx({**env, settings.ENV_WORKER_BATCH_MAX: "100"}, "bench", "drain", "--requests", "2000", "--json")
+    result = _pdx({**stack_env, settings.ENV_WORKER_BATCH_MAX: "100"}, "bench", "drain", "--requests", "2000", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout)
     assert out["requests"] == out["replies"] == 2000 and out["decisions_per_s"] > 0
@@ -97,8 +83,8 @@ def test_bench_drain_answers_the_whole_backlog(env: dict[str, str]) -> None:
     assert out["ratio_to_floor"] == pytest.approx(out["decisions_per_s"] / out["floor_per_s"], rel=0.01)
 
 
-def test_bench_floor_passes_every_record_through(env: dict[str, str]) -> None:
-    result = _pdx(env, "bench", "floor", "--requests", "500", "--json")
+def test_bench_floor_passes_every_record_through(stack_env: dict[str, str]) -> None:
+    result = _pdx(stack_env, "bench", "floor", "--requests", "500", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout)
     assert out["floor_events"] == 500
@@ -106,8 +92,8 @@ def test_bench_floor_passes_every_record_through(env: dict[str, str]) -> None:
         assert out[key] > 0, key
 
 
-def test_bench_memory_reads_the_ready_workers_rss(env: dict[str, str]) -> None:
-    result = _pdx(env, "bench", "memory", "--identities", "2000", "--json")
+def test_bench_memory_reads_the_ready_workers_rss(stack_env: dict[str, str]) -> None:
+    result = _pdx(stack_env, "bench", "memory", "--identities", "2000", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout)
     assert out["identities"] == 2000 and out["demo_identities"] > 0
